@@ -1,0 +1,76 @@
+"""Batched generation with stop strings, as lm-eval's `HFLM.generate_until` does it.
+
+Contexts are encoded with the tokenizer defaults (BOS), left-truncated to `max_length - max_gen_toks`, left-padded
+with an attention mask; generation stops per row once a stop string (the task's `until` plus the EOS text) appears
+in the decoded continuation, and the text is cut at the first occurrence of each stop string in turn.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+if TYPE_CHECKING:
+    from .model_adapter import CausalLMAdapter
+
+
+class StopOnStrings(StoppingCriteria):
+    """Marks a row done once its decoded continuation contains any stop string."""
+
+    def __init__(self, tokenizer: Any, stops: list[str], prompt_len: int):
+        self.tokenizer = tokenizer
+        self.stops = [s for s in stops if s]
+        self.prompt_len = prompt_len
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        """Per-row done flags."""
+        done = []
+        for row in input_ids[:, self.prompt_len:]:
+            text = self.tokenizer.decode(row[-32:], skip_special_tokens=False)  # stops are short; look at the tail
+            done.append(any(s in text for s in self.stops))
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def cut_at_stops(text: str, stops: list[str]) -> str:
+    """lm-eval's post-processing: keep the text before each stop string, applied one after another."""
+    for stop in stops:
+        if stop:
+            text = text.split(stop)[0]
+    return text
+
+
+@torch.no_grad()
+def generate_batch(adapter: "CausalLMAdapter", contexts: list[str], kwargs: dict[str, Any]) -> list[list[str]]:
+    """`n` completions per context (greedy unless `do_sample`/`temperature` > 0 ask for sampling)."""
+    tok = adapter.tokenizer
+    max_gen = int(kwargs.get("max_gen_toks", 256))
+    n = int(kwargs.get("n", 1))
+    eos_text = tok.decode([tok.eos_token_id], skip_special_tokens=False) if tok.eos_token_id is not None else None
+    stops = list(kwargs.get("until", []))
+    if eos_text and eos_text not in stops:
+        stops.append(eos_text)
+    max_ctx = adapter.max_length - max_gen
+    if max_ctx <= 0:
+        raise ValueError(f"max_gen_toks={max_gen} leaves no room for a context in {adapter.max_length} positions.")
+    encoded = [adapter.tok_encode(c)[-max_ctx:] for c in contexts]
+    width = max(len(e) for e in encoded)
+    ids = torch.full((len(encoded), width), adapter.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, e in enumerate(encoded):
+        ids[i, width - len(e):] = torch.tensor(e)
+        mask[i, width - len(e):] = 1
+    temperature = float(kwargs.get("temperature", 0.0) or 0.0)
+    sample = bool(kwargs.get("do_sample", False)) or temperature > 0
+    gen_kwargs: dict[str, Any] = {"do_sample": sample, "num_return_sequences": n}
+    if sample:  # plain temperature sampling: no top-k/top-p truncation unless asked for
+        gen_kwargs.update(temperature=temperature or 1.0, top_k=kwargs.get("top_k", 0), top_p=kwargs.get("top_p", 1.0))
+    device = next(adapter.model.parameters()).device
+    out = adapter.model.generate(
+        input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_gen,
+        stopping_criteria=StoppingCriteriaList([StopOnStrings(tok, stops, width)]),
+        pad_token_id=adapter.pad_token_id, use_cache=True, **gen_kwargs,
+    )
+    texts = [cut_at_stops(tok.decode(row[width:], skip_special_tokens=True), stops) for row in out.tolist()]
+    return [texts[i * n:(i + 1) * n] for i in range(len(contexts))]
