@@ -17,33 +17,23 @@ TOKENIZER_MODEL = FIXTURES / "llama-tokenizer" / "tokenizer.model"
 
 
 def build_tokenizer():
-    """An exact, protobuf-free fast LLaMA tokenizer (BOS added, SentencePiece dummy prefix)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, processors
-    from transformers import PreTrainedTokenizerFast
-    from transformers.tokenization_utils_sentencepiece import SentencePieceExtractor
+    """Our exact fast LLaMA tokenizer over the real `tokenizer.model` (BOS added, SentencePiece dummy prefix)."""
+    from modeling_llama import LlamaPaperTokenizerFast
 
-    vocab, _, merges = SentencePieceExtractor(str(TOKENIZER_MODEL)).extract()
-    tk = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True))
-    tk.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-    tk.decoder = decoders.Sequence(
-        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
-    )
-    tk.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
-                                                      special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   padding_side="left")
+    return LlamaPaperTokenizerFast(vocab_file=str(TOKENIZER_MODEL))
 
 
 def build_model(seed: int = 0, max_positions: int = 512):
-    """A 2-layer, 64-wide LLaMA over the real 32000-token vocabulary, with weights large enough to be peaky."""
+    """A 2-layer, 64-wide LlamaPaperForCausalLM over the real 32000-token vocabulary, with weights large enough to
+    be peaky (so that decisions are not ties)."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from modeling_llama import LlamaPaperConfig, LlamaPaperForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=32000, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=max_positions,
-                         initializer_range=0.2, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
-    return LlamaForCausalLM(config).eval()
+    config = LlamaPaperConfig(vocab_size=32000, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+                              num_attention_heads=4, max_position_embeddings=max_positions, initializer_range=0.2)
+    return LlamaPaperForCausalLM(config).eval()
 
 
 @pytest.fixture(scope="package", autouse=True)

@@ -35,9 +35,14 @@ def test_encode_pair_follows_lm_eval_rules(model_and_tok):
     assert cont == tok("Question: sky?\nAnswer: blue")["input_ids"][len(ctx):]
     # Empty context: BOS alone, continuation without special tokens.
     assert ad.encode_pair("", "Hello there") == ([tok.bos_token_id], tok("Hello there", add_special_tokens=False)["input_ids"])
-    # A text that already starts with the BOS string gets no second BOS.
-    assert ad.tok_encode("<s>Hi")[:2] != [tok.bos_token_id, tok.bos_token_id]
-    assert ad.tok_encode("<s>Hi").count(tok.bos_token_id) == 1
+    # A text that already starts with the BOS string gets no second BOS (lm-eval's rule). Our tokenizer reads
+    # "<s>" in text as characters (Meta's behaviour) unless split_special_tokens=False, so test with that setting.
+    tok.split_special_tokens = False
+    try:
+        assert ad.tok_encode("<s>Hi")[:2] != [tok.bos_token_id, tok.bos_token_id]
+        assert ad.tok_encode("<s>Hi").count(tok.bos_token_id) == 1
+    finally:
+        tok.split_special_tokens = True
 
 
 @pytest.mark.parametrize("share_context,split_head", [(True, True), (True, False), (False, False)])
