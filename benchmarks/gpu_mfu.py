@@ -1,0 +1,109 @@
+"""Training MFU of LlamaPaperForCausalLM on one GPU: bf16, SDPA (flash) attention, torch.compile, ~1B preset.
+
+Runs forward+backward+AdamW(fused) steps on random tokens and prints tokens/s and model-FLOPs utilisation:
+flops_per_token(config, seq_len) (6N plus causal attention, PaLM appendix B; modeling_llama.flops) times tokens/s
+over the device's peak dense bf16 FLOP/s (training.hardware.peak_flops). Baseline in the same process: the same
+model in eager mode (no compile), so the ratio shows what compilation buys. Goal: >= 50% MFU on one H100 (the
+paper reached ~48% on A100 at 65B).
+
+    python benchmarks/gpu_mfu.py [--preset 1B] [--seq-len 2048] [--batch 4] [--steps 20] [--no-eager]
+    python benchmarks/gpu_mfu.py --device cpu --preset tiny --seq-len 128 --steps 3   # smoke run without a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch  # noqa: E402
+
+from modeling_llama import LlamaPaperConfig, LlamaPaperForCausalLM  # noqa: E402
+from modeling_llama.flops import count_parameters, flops_per_token  # noqa: E402
+from training.activation_checkpointing import apply_activation_checkpointing  # noqa: E402
+from training.hardware import peak_flops  # noqa: E402
+
+
+def measure(config: LlamaPaperConfig, args, compile_model: bool) -> float:
+    """Median tokens/s over --steps timed steps after --warmup steps."""
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    model = LlamaPaperForCausalLM(config).to(device=device, dtype=dtype).train()
+    model.set_attn_implementation(args.attn)
+    apply_activation_checkpointing(model, args.activation_checkpointing)
+    if compile_model:
+        model.compile()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
+                                  fused=device.type == "cuda")
+    ids = torch.randint(0, config.vocab_size, (args.batch, args.seq_len), device=device)
+
+    def step():
+        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(args.warmup):
+        step()
+    times = []
+    for _ in range(args.steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return args.batch * args.seq_len / times[len(times) // 2]
+
+
+def main() -> None:
+    """Print tokens/s and MFU, compiled vs eager."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="1B")
+    parser.add_argument("--seq-len", type=int, default=2048)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
+    parser.add_argument("--attn", default="sdpa", help="attention implementation (sdpa, flash_attention_2, ...)")
+    parser.add_argument("--activation-checkpointing", choices=("none", "full", "selective"), default="none")
+    parser.add_argument("--vocab-size", type=int, default=32000)
+    parser.add_argument("--no-eager", action="store_true", help="skip the eager baseline")
+    parser.add_argument("--no-compile", action="store_true")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("gpu_mfu.py: no CUDA device; run it on a GPU machine, or pass --device cpu for a smoke run.")
+    if args.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    config = LlamaPaperConfig.from_preset(args.preset, vocab_size=args.vocab_size,
+                                          max_position_embeddings=max(2048, args.seq_len))
+    flops = flops_per_token(config, args.seq_len)
+    name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    peak = peak_flops(torch.device(args.device)) if args.device == "cuda" else None
+    print(f"device {name}; peak bf16 {peak / 1e12 if peak else float('nan'):.0f} TFLOP/s; preset {args.preset} "
+          f"({count_parameters(config) / 1e9:.2f}B parameters), batch {args.batch} x {args.seq_len}, {args.dtype}, "
+          f"attention {args.attn}, activation checkpointing {args.activation_checkpointing}; torch {torch.__version__}")
+    rows = []
+    if not args.no_eager:
+        rows.append(("eager", measure(config, args, compile_model=False)))
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
+    if not args.no_compile:
+        rows.append(("torch.compile", measure(config, args, compile_model=True)))
+    print("| mode | tokens/s | model TFLOP/s | MFU | vs eager |\n|---|---|---|---|---|")
+    for mode, tokens_per_s in rows:  # (each measure() freed its model on return)
+        achieved = tokens_per_s * flops
+        mfu = f"{achieved / peak:.1%}" if peak else "n/a"
+        ratio = f"{tokens_per_s / rows[0][1]:.2f}x" if not args.no_eager else "-"
+        print(f"| {mode} | {tokens_per_s:,.0f} | {achieved / 1e12:.1f} | {mfu} | {ratio} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Checkpoints and exact resume: stop at a checkpoint and resume, SIGKILL at any moment and resume (both end with
+the uninterrupted run's weights, bit for bit), SIGTERM writes a checkpoint and exits cleanly; atomic folders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+import yaml
+
+from training.checkpointing import TRAINER_STATE, latest_checkpoint, list_checkpoints
+from training.pretrain import pretrain
+
+from .pretrain_helpers import (REPO, assert_same_weights, final_weights, pretrain_command, subprocess_env,
+                               tiny_run)
+
+STEPS, SAVE = 40, 5
+
+
+def _run(output_dir, **overrides):
+    values = {"max_steps": STEPS, "save_steps": SAVE, "keep_checkpoints": 20, "log_steps": SAVE, "sample_tokens": 0}
+    return tiny_run(output_dir, **{**values, **overrides})
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run (one thread, like the launched runs, so floating point matches bit for bit)."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("reference") / "run"
+    pretrain(_run(out))
+    return out
+
+
+def _metrics(folder):
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_checkpoints_every_save_steps_with_trainer_state(reference):
+    assert [step for step, _ in list_checkpoints(reference)] == list(range(SAVE, STEPS + 1, SAVE))
+    state = json.loads((reference / "checkpoint-10" / TRAINER_STATE).read_text())
+    assert state["step"] == 10 and state["tokens_seen"] == 10 * 8 * 64
+    assert {"scheduler", "data", "nonfinite_in_a_row", "tracker_step"} <= state.keys()
+    assert (reference / "checkpoint-10" / "model.safetensors").is_file()
+
+
+def test_stop_at_a_checkpoint_and_resume_equals_the_uninterrupted_run(reference, tmp_path):
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copytree(reference / "checkpoint-15", out / "checkpoint-15")
+    (out / "metrics.jsonl").write_text((reference / "metrics.jsonl").read_text())  # including lines after step 15
+    pretrain(_run(out, keep_checkpoints=2), resume="latest")
+    assert_same_weights(final_weights(out), final_weights(reference))
+    assert _metrics(out) == [
+        {**r, "elapsed_s": m["elapsed_s"], "tokens_per_s": m["tokens_per_s"]}
+        for r, m in zip(_metrics(reference), _metrics(out))
+    ]  # resumed from the checkpoint's step: stale lines dropped, the same losses logged again
+    assert [step for step, _ in list_checkpoints(out)] == [35, 40]  # only the newest K=2 kept
+
+
+def _launch(config_file, output_dir):
+    return subprocess.Popen(pretrain_command("--config", str(config_file), "--output-dir", str(output_dir)),
+                            cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def _wait_for(predicate, process, timeout=240.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if process.poll() is not None:
+            raise AssertionError(f"run ended early (rc {process.returncode}):\n{process.stdout.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("timed out waiting for the run")
+        time.sleep(0.02)
+
+
+def test_sigkill_mid_run_then_resume_equals_the_uninterrupted_run(reference, tmp_path):
+    torch.set_num_threads(1)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(_run(tmp_path / "unused").to_dict()))
+    out = tmp_path / "run"
+    process = _launch(config, out)
+    _wait_for(lambda: (out / "checkpoint-5").is_dir(), process)
+    process.send_signal(signal.SIGKILL)  # no handler can run: whatever was being written is left as it is
+    process.wait()
+    assert not (out / "summary.json").exists(), "the run finished before it was killed"
+    resumed_from = latest_checkpoint(out)
+    assert resumed_from is not None
+    pretrain(_run(out), resume="latest")
+    assert_same_weights(final_weights(out), final_weights(reference))
+    assert [r["loss"] for r in _metrics(out)] == [r["loss"] for r in _metrics(reference)]
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(tiny_run(tmp_path / "unused", max_steps=100_000, save_steps=0, log_steps=1,
+                                              sample_tokens=0).to_dict()))
+    out = tmp_path / "run"
+    process = _launch(config, out)
+    _wait_for(lambda: (out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().count("\n") >= 2,
+              process)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, output[-3000:]
+    assert "Stopped by SIGTERM" in output
+    checkpoints = list_checkpoints(out)
+    assert len(checkpoints) == 1
+    step, folder = checkpoints[0]
+    assert step >= 2 and json.loads((folder / TRAINER_STATE).read_text())["step"] == step
+    assert not list(out.glob(".tmp-checkpoint-*"))
+
+
+def test_incomplete_folders_are_never_resumed_from(tmp_path):
+    (tmp_path / "checkpoint-4").mkdir()
+    (tmp_path / "checkpoint-4" / TRAINER_STATE).write_text("{}")
+    (tmp_path / ".tmp-checkpoint-8").mkdir()  # a save that was killed half-way
+    (tmp_path / "checkpoint-6").mkdir()  # no trainer state: incomplete
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
+    with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
+        pretrain(tiny_run(tmp_path, max_steps=2), resume=str(tmp_path / "checkpoint-6"))

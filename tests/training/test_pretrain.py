@@ -1,0 +1,167 @@
+"""The pre-training job end to end (a shortened main job): it learns (held-out loss far below a unigram model of
+the same tokenizer), leaves a complete Hugging Face folder, logs what the issue asks, and handles non-finite losses."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+
+import pytest
+import torch
+
+import modeling_llama  # noqa: F401  (Auto classes)
+from modeling_llama.cli import main as llama_paper
+from training import pretrain as pretrain_module
+from training.data import PackedStream, demo_mixture_path, load_mixture
+from training.optimizer import lr_multiplier
+from training.pretrain import NonFiniteLossError, pretrain
+from training.run_config import RunConfig
+
+from .pretrain_helpers import tiny_run, tiny_tokenizer_dir
+
+STEPS = 160
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A shortened main job: the tiny model, 160 steps, and its own tokenizer trained inside the run."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("pretrain") / "run"
+    run = tiny_run(out, tokenizer=None, vocab_size=512, max_steps=STEPS, micro_batch_size=16, learning_rate=1e-2,
+                   log_steps=20, tensorboard=True, eval_max_batches=None, sample_tokens=12)
+    summary = pretrain(run)
+    return run, out, summary
+
+
+def _unigram_reference(tokenizer, texts, eval_ids: torch.Tensor) -> float:
+    """Independent add-one unigram cross-entropy (nats/token) of `eval_ids` given the training texts."""
+    counts = Counter()
+    for text in texts:
+        counts.update(tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
+    total, vocab = sum(counts.values()), len(tokenizer)
+    return -sum(math.log((counts[int(t)] + 1) / (total + vocab)) for t in eval_ids.tolist()) / eval_ids.numel()
+
+
+def test_heldout_loss_beats_a_unigram_model_by_a_wide_margin(trained):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run, out, summary = trained
+    model = AutoModelForCausalLM.from_pretrained(out).eval()  # the saved folder, not the in-memory model
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    mixture = load_mixture(demo_mixture_path())
+    train_texts = list(mixture.iter_texts(split="train"))
+    for source in ("shakespeare", "alice"):
+        batches = list(PackedStream(mixture, tokenizer, seq_len=run.seq_len, split="validation",
+                                    source=source).iter_batches(16))
+        ids = torch.cat(batches)
+        with torch.no_grad():
+            logits = torch.cat([model(input_ids=b).logits for b in batches])
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()).item()
+        unigram = _unigram_reference(tokenizer, train_texts, ids[:, 1:].flatten())
+        assert ids.numel() > 5000, "the held-out set must be large enough to mean something"
+        assert loss < unigram - 0.5, f"{source}: model {loss:.3f} vs unigram {unigram:.3f} nats/token"
+        reported = summary["heldout"][source]
+        assert reported["loss"] == pytest.approx(loss, rel=1e-4)  # what the job reports is what the folder does
+        assert reported["unigram_loss"] == pytest.approx(unigram, rel=1e-3)
+        assert reported["perplexity"] == pytest.approx(math.exp(loss), rel=1e-3)
+        assert 0.5 < reported["bits_per_byte"] < loss / math.log(2)  # every token is at least one byte
+
+
+def test_final_folder_is_a_complete_hugging_face_checkpoint(trained):
+    from transformers import AutoTokenizer
+
+    _, out, summary = trained
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1  # sharded safetensors
+    assert not list(out.glob("*.bin")) and not list(out.glob("*.pt"))
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "llama_paper" and "AutoModelForCausalLM" in config["auto_map"]
+    assert (out / "generation_config.json").is_file()
+    assert (out / "tokenizer.model").is_file() and (out / "tokenizer.json").is_file()  # slow and fast tokenizers
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer.decode(tokenizer("To be, or not to be")["input_ids"], skip_special_tokens=True) == \
+        "To be, or not to be"
+    card = (out / "README.md").read_text()
+    for expected in ("learning_rate", "0.95", "shakespeare", "alice", "loss_curve.png", "perplexity",
+                     f"{summary['tokens_seen']:,}"):
+        assert expected in card, expected
+    assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
+    stats = summary["data_stats"]
+    assert sum(s["tokens"] for s in stats.values()) >= summary["tokens_seen"]  # every trained token is counted
+
+
+def test_tokenizer_trained_inside_the_run_is_deterministic(trained):
+    _, out, _ = trained
+    # The session tokenizer was trained separately with the same texts, size and seed: byte-identical model.
+    assert (out / "tokenizer" / "tokenizer.model").read_bytes() == (tiny_tokenizer_dir() / "tokenizer.model").read_bytes()
+
+
+def test_metrics_and_run_info(trained):
+    run, out, _ = trained
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(20, STEPS + 1, 20))
+    for r in records:
+        assert {"step", "loss", "lr", "grad_norm", "tokens_per_s", "mfu"} <= r.keys()
+        assert r["tokens_per_s"] > 0 and r["grad_norm"] > 0 and r["mfu"] is None  # no peak FLOP/s for a CPU
+        # the lr of the last update of the window: update index step-1 of the schedule
+        assert r["lr"] == pytest.approx(run.learning_rate * lr_multiplier(r["step"] - 1, 8, STEPS))
+    assert records[-1]["loss"] < records[0]["loss"] - 1.0
+    info = json.loads((out / "run_info.json").read_text())
+    assert (info["world_size"], info["distributed_type"], info["zero_stage"]) == (1, "NO", None)
+    assert info["versions"]["torch"] == torch.__version__.split("+")[0] or info["versions"]["torch"] == torch.__version__
+
+
+def test_non_finite_loss_skips_the_update_and_stops_after_k_in_a_row(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    real = pretrain_module.compute_loss
+    calls, snapshots = [], []
+
+    def flaky(model, batch):
+        calls.append(len(calls))
+        snapshots.append(next(model.parameters()).detach().clone())
+        loss = real(model, batch)
+        return loss * float("nan") if len(calls) in (3, 4) else loss
+
+    monkeypatch.setattr(pretrain_module, "compute_loss", flaky)
+    with pytest.warns(RuntimeWarning, match="non-finite loss; update skipped"):
+        pretrain(tiny_run(tmp_path / "a", max_steps=6, log_steps=1, max_nonfinite_steps=3, sample_tokens=0))
+    assert torch.equal(snapshots[2], snapshots[4])  # steps 3 and 4 changed nothing
+    assert not torch.equal(snapshots[1], snapshots[2]) and not torch.equal(snapshots[4], snapshots[5])
+    records = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["grad_norm"] is None for r in records] == [False, False, True, True, False, False]
+
+    monkeypatch.setattr(pretrain_module, "compute_loss", lambda model, batch: real(model, batch) * float("inf"))
+    with pytest.warns(RuntimeWarning), pytest.raises(NonFiniteLossError, match="3 optimizer steps in a row"):
+        pretrain(tiny_run(tmp_path / "b", max_steps=6, log_steps=1, max_nonfinite_steps=3))
+
+
+def test_cli_defaults_to_the_demo_job_and_rejects_bad_keys(capsys):
+    from training.pretrain import DEFAULT_PRESET
+    demo = RunConfig.from_preset(DEFAULT_PRESET)
+    assert demo.tokenizer is None and 1000 <= demo.vocab_size <= 8000  # trains "a few thousand pieces"
+    assert llama_paper(["pretrain", "--set", "bogus=1"]) == 2
+    assert "bogus" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        llama_paper(["pretrain", "--help"])
+    help_text = capsys.readouterr().out
+    for flag in ("--preset", "--config", "--max-steps", "--save-steps", "--output-dir", "--resume", "--seed"):
+        assert flag in help_text
+
+
+def test_gradient_accumulation_matches_the_larger_batch(tmp_path):
+    from .pretrain_helpers import final_weights
+    torch.set_num_threads(1)
+    common = {"max_steps": 4, "log_steps": 1, "sample_tokens": 0, "eval_max_batches": 1}
+    pretrain(tiny_run(tmp_path / "big", micro_batch_size=8, **common))
+    # 2 micro-batches of 4 are the same 8 sequences (the stream is deterministic): the same update.
+    pretrain(tiny_run(tmp_path / "acc", micro_batch_size=4, gradient_accumulation_steps=2, **common))
+    big, acc = final_weights(tmp_path / "big"), final_weights(tmp_path / "acc")
+    for key in big:  # float round-off only (Adam divides by sqrt(v), which magnifies it for tiny gradients)
+        torch.testing.assert_close(acc[key], big[key], rtol=0, atol=5e-5, msg=key)
+    records = [[json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+               for d in ("big", "acc")]
+    assert [r["loss"] for r in records[0]] == pytest.approx([r["loss"] for r in records[1]], abs=1e-5)
+    # Adam is blind to a gradient scale, the norm is not: accumulated gradients are averaged, not summed.
+    assert [r["grad_norm"] for r in records[0]] == pytest.approx([r["grad_norm"] for r in records[1]], rel=1e-4)

@@ -1,0 +1,165 @@
+"""Checkpoints: atomic save every N steps, keep the last K, exact resume, graceful SIGTERM/SIGINT, consolidation.
+
+Layout of `OUTPUT/checkpoint-<step>/`: everything `accelerator.save_state` writes for the active engine (model,
+optimizer, RNG states of every process; DeepSpeed's ZeRO partitions or FSDP's sharded DCP files), plus
+`trainer_state.json` (step, scheduler, data-stream position, counters: the single source of truth for resuming;
+never `metrics.jsonl`), the model `config.json`, and the tokenizer. A checkpoint is written to
+`.tmp-checkpoint-<step>` and renamed once every process has finished writing, so a folder named
+`checkpoint-<step>` is always complete, whenever the run is killed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+from pathlib import Path
+
+import torch
+
+CHECKPOINT_PREFIX = "checkpoint-"
+TEMP_PREFIX = ".tmp-checkpoint-"
+TRAINER_STATE = "trainer_state.json"
+_CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
+
+
+def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints in `output_dir`, oldest first."""
+    output_dir = Path(output_dir)
+    found = []
+    if output_dir.is_dir():
+        for child in output_dir.iterdir():
+            match = _CHECKPOINT_RE.match(child.name)
+            if match and (child / TRAINER_STATE).is_file():
+                found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint, or None."""
+    checkpoints = list_checkpoints(output_dir)
+    return checkpoints[-1][1] if checkpoints else None
+
+
+def save_checkpoint(accelerator, output_dir: str | Path, step: int, trainer_state: dict, keep: int,
+                    model_config=None, tokenizer_dir: str | Path | None = None) -> Path:
+    """Write checkpoint-<step> atomically on all processes (collective); prune to the newest `keep`."""
+    output_dir = Path(output_dir)
+    temp = output_dir / f"{TEMP_PREFIX}{step}"
+    final = output_dir / f"{CHECKPOINT_PREFIX}{step}"
+    if accelerator.is_main_process and temp.exists():
+        shutil.rmtree(temp)  # left by a run killed while saving
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temp), safe_serialization=True)
+    if accelerator.is_main_process:
+        (temp / TRAINER_STATE).write_text(json.dumps({**trainer_state, "step": step}, indent=1) + "\n")
+        if model_config is not None:
+            model_config.save_pretrained(temp)
+        if tokenizer_dir is not None:
+            shutil.copytree(tokenizer_dir, temp / "tokenizer")
+    # Every rank must have written its RNG/optimizer shard before the folder becomes visible under its final name.
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():
+            shutil.rmtree(final)
+        temp.rename(final)
+        for _, old in list_checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(accelerator, checkpoint_dir: str | Path) -> dict:
+    """Restore model/optimizer/RNG from `checkpoint_dir` (collective) and return its trainer state."""
+    checkpoint_dir = Path(checkpoint_dir)
+    state_file = checkpoint_dir / TRAINER_STATE
+    if not state_file.is_file():
+        raise FileNotFoundError(f"{checkpoint_dir} is not a complete checkpoint (no {TRAINER_STATE}); "
+                                f"resume from one of the checkpoint-<step> folders instead.")
+    accelerator.load_state(str(checkpoint_dir))
+    return json.loads(state_file.read_text())
+
+
+def resolve_resume(resume: str | bool | None, output_dir: str | Path) -> Path | None:
+    """--resume: True/"latest"/"auto" = newest checkpoint in output_dir (None if there is none), or a path."""
+    if not resume:
+        return None
+    if resume is True or str(resume).lower() in ("latest", "auto", "true"):
+        return latest_checkpoint(output_dir)
+    path = Path(resume)
+    if not (path / TRAINER_STATE).is_file():
+        raise FileNotFoundError(f"--resume {path}: not a checkpoint folder (no {TRAINER_STATE}); pass a "
+                                f"checkpoint-<step> folder or --resume latest.")
+    return path
+
+
+class GracefulStop:
+    """SIGTERM/SIGINT set a flag instead of killing; the loop saves a checkpoint and exits. A second signal kills."""
+
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)):
+        self.requested: str | None = None
+        self._previous = {}
+        for sig in signals:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. a test runner thread): signals cannot be caught there
+                pass
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = signal.Signals(signum).name
+        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))  # a second signal acts normally
+
+    def should_stop(self, accelerator) -> bool:
+        """Whether any process got a signal (collective in multi-process runs so that all ranks stop together)."""
+        flag = torch.tensor([1.0 if self.requested else 0.0], device=accelerator.device)
+        if accelerator.num_processes > 1:
+            flag = accelerator.reduce(flag, reduction="sum")
+        return bool(flag.item() > 0)
+
+    def restore(self) -> None:
+        """Put the previous handlers back."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def consolidated_state_dict(checkpoint_dir: str | Path) -> dict[str, torch.Tensor]:
+    """The full (unsharded) model state dict of any checkpoint: plain, DeepSpeed ZeRO-1/2/3 or FSDP2 (DCP)."""
+    checkpoint_dir = Path(checkpoint_dir)
+    if (checkpoint_dir / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+        return load_file(checkpoint_dir / "model.safetensors")
+    if (checkpoint_dir / "pytorch_model").is_dir():  # DeepSpeed engine checkpoint (accelerate's tag)
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+        return dict(get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag="pytorch_model"))
+    dcp_dirs = sorted(checkpoint_dir.glob("pytorch_model_fsdp_*"))
+    if dcp_dirs and dcp_dirs[0].is_dir():  # FSDP sharded state dict, torch.distributed.checkpoint format
+        from torch.distributed.checkpoint import FileSystemReader
+        from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
+        from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+        state: dict = {}
+        _load_state_dict(state, storage_reader=FileSystemReader(str(dcp_dirs[0])),
+                         planner=_EmptyStateDictLoadPlanner(), no_dist=True)
+        return state.get("model", state)
+    raise FileNotFoundError(f"No model weights found in {checkpoint_dir} (expected model.safetensors, a DeepSpeed "
+                            f"'pytorch_model' folder or an FSDP 'pytorch_model_fsdp_0' folder).")
+
+
+def consolidate_checkpoint(checkpoint_dir: str | Path, output_dir: str | Path, max_shard_size: str = "5GB") -> Path:
+    """Turn a (possibly sharded) checkpoint into a normal Hugging Face folder that `from_pretrained` loads."""
+    import modeling_llama  # noqa: F401  (registers the model with the Auto classes)
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    checkpoint_dir, output_dir = Path(checkpoint_dir), Path(output_dir)
+    config = AutoConfig.from_pretrained(checkpoint_dir)
+    model = AutoModelForCausalLM.from_config(config)
+    state = consolidated_state_dict(checkpoint_dir)
+    model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=True)
+    model.save_pretrained(output_dir, max_shard_size=max_shard_size)
+    if (checkpoint_dir / "tokenizer").is_dir():
+        AutoTokenizer.from_pretrained(checkpoint_dir / "tokenizer").save_pretrained(output_dir)
+    return output_dir
+
+
+__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "list_checkpoints", "resolve_resume",
+           "GracefulStop", "consolidated_state_dict", "consolidate_checkpoint", "TRAINER_STATE"]

@@ -1,0 +1,164 @@
+"""`llama-paper finetune`: fine-tune a saved LLaMA folder on a JSONL file with `transformers.Trainer`.
+
+Each line of the data file is one example, either
+    {"text": "..."}                              plain language modelling: every token is a target, or
+    {"prompt": "...", "response": "..."}         the prompt is context only: its tokens are masked out of the loss.
+A prompt is encoded with BOS; the response is encoded on its own (as text that follows the prompt) and ends with
+EOS; the two id lists are concatenated, so the prompt/response boundary is exact. With `--lora` (needs the `peft`
+extra) only low-rank adapters on every attention and SwiGLU projection are trained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+IGNORE_INDEX = -100  # label value ignored by the causal-LM loss
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def load_records(path: str | Path) -> list[dict]:
+    """Read a JSONL file of {"text"} or {"prompt", "response"} records; bad lines raise naming the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--data {path} does not exist; pass a JSONL file with one example per line.")
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number} is not valid JSON ({error.msg}).") from None
+        if not isinstance(record, dict) or not (isinstance(record.get("text"), str) or (
+                isinstance(record.get("prompt"), str) and isinstance(record.get("response"), str))):
+            raise ValueError(f"{path}:{number} needs a string field 'text', or string fields 'prompt' and 'response'.")
+        records.append(record)
+    if not records:
+        raise ValueError(f"{path} holds no examples.")
+    return records
+
+
+def encode_record(record: dict, tokenizer, max_length: int) -> dict[str, list[int]]:
+    """input_ids and labels of one example (prompt tokens labelled IGNORE_INDEX), truncated to max_length."""
+    eos = [tokenizer.eos_token_id]
+    if "prompt" in record and "response" in record:
+        prompt = tokenizer(record["prompt"], add_special_tokens=True)["input_ids"]
+        response = tokenizer(record["response"], add_special_tokens=False)["input_ids"] + eos
+        input_ids, labels = prompt + response, [IGNORE_INDEX] * len(prompt) + response
+    else:
+        input_ids = tokenizer(record["text"], add_special_tokens=True)["input_ids"] + eos
+        labels = list(input_ids)
+    return {"input_ids": input_ids[:max_length], "labels": labels[:max_length]}
+
+
+class PadCollator:
+    """Right-pads input_ids (pad id), labels (IGNORE_INDEX) and builds the attention mask."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        """Stack a list of encoded examples into a padded batch."""
+        length = max(len(f["input_ids"]) for f in features)
+        batch = {"input_ids": [], "labels": [], "attention_mask": []}
+        for f in features:
+            pad = length - len(f["input_ids"])
+            batch["input_ids"].append(f["input_ids"] + [self.pad_token_id] * pad)
+            batch["labels"].append(f["labels"] + [IGNORE_INDEX] * pad)
+            batch["attention_mask"].append([1] * len(f["input_ids"]) + [0] * pad)
+        return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+
+
+def apply_lora(model, r: int, alpha: int, dropout: float):
+    """Wrap `model` with LoRA adapters (peft); a clear error when peft is not installed."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ImportError("--lora needs the optional dependency peft: pip install 'llama-paper[peft]'.") from None
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=LORA_TARGETS,
+                        task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def finetune(model_dir: str, data: str, output_dir: str, max_steps: int = -1, epochs: float = 1.0,
+             learning_rate: float = 2e-5, batch_size: int = 8, gradient_accumulation_steps: int = 1,
+             max_length: int = 512, warmup_steps: int = 0, weight_decay: float = 0.0, seed: int = 0,
+             bf16: bool = False, activation_checkpointing: bool = False, lora: bool = False, lora_r: int = 8,
+             lora_alpha: int = 16, lora_dropout: float = 0.05, merge_lora: bool = False,
+             logging_steps: int = 10) -> dict:
+    """Fine-tune `model_dir` on `data` with transformers.Trainer; saves into output_dir; returns the train metrics."""
+    import modeling_llama  # noqa: F401  (registers our classes; saved folders get auto_map)
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+
+    records = load_records(data)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16 if bf16 else torch.float32)
+    if lora:
+        model = apply_lora(model, lora_r, lora_alpha, lora_dropout)
+    examples = [encode_record(r, tokenizer, max_length) for r in records]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    args = TrainingArguments(
+        output_dir=output_dir, max_steps=max_steps, num_train_epochs=epochs, learning_rate=learning_rate,
+        per_device_train_batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
+        lr_scheduler_type="cosine", warmup_steps=warmup_steps, weight_decay=weight_decay, adam_beta1=0.9,
+        adam_beta2=0.95, max_grad_norm=1.0, logging_steps=logging_steps, save_strategy="no", report_to="none",
+        use_cpu=not torch.cuda.is_available(), bf16=bf16, seed=seed, dataloader_num_workers=0,
+        remove_unused_columns=False, activation_checkpointing=activation_checkpointing,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=PadCollator(pad_id),
+                      processing_class=tokenizer)
+    result = trainer.train()
+    if lora and merge_lora:
+        model = trainer.model.merge_and_unload()
+        model.save_pretrained(output_dir)
+    else:
+        trainer.save_model(output_dir)  # full model, or only the adapter under LoRA
+    tokenizer.save_pretrained(output_dir)
+    return {**result.metrics, "log_history": trainer.state.log_history}
+
+
+def register(subparsers) -> None:
+    """Add the `finetune` sub-command (entry point `llama_paper.commands`)."""
+    parser = subparsers.add_parser("finetune", help="fine-tune a saved model on a JSONL file (transformers.Trainer)",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="a saved Hugging Face folder of our model")
+    parser.add_argument("--data", required=True, help="JSONL: {'text'} or {'prompt', 'response'} per line")
+    parser.add_argument("--output-dir", default="runs/llama-paper-finetune")
+    parser.add_argument("--max-steps", type=int, default=-1, help="overrides --epochs when > 0")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--learning-rate", type=float, default=2e-5)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--warmup-steps", type=int, default=0)
+    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--activation-checkpointing", action="store_true")
+    parser.add_argument("--lora", action="store_true", help="train LoRA adapters only (needs peft)")
+    parser.add_argument("--lora-r", type=int, default=8)
+    parser.add_argument("--lora-alpha", type=int, default=16)
+    parser.add_argument("--lora-dropout", type=float, default=0.05)
+    parser.add_argument("--merge-lora", action="store_true", help="save the merged model instead of the adapter")
+    parser.add_argument("--logging-steps", type=int, default=10)
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    options = {k: v for k, v in vars(args).items() if k not in ("func", "command", "model")}
+    try:
+        metrics = finetune(model_dir=args.model, **options)
+    except (FileNotFoundError, ValueError, ImportError) as error:
+        print(f"llama-paper finetune: error: {error}", file=sys.stderr)
+        return 2
+    print(f"Fine-tuned for {metrics.get('epoch', 0):.2f} epochs, train loss {metrics.get('train_loss', float('nan')):.4f}; "
+          f"saved to {args.output_dir}.")
+    return 0
+
+
+__all__ = ["finetune", "load_records", "encode_record", "PadCollator", "apply_lora", "register", "IGNORE_INDEX"]

@@ -1,0 +1,412 @@
+"""`llama-paper pretrain`: pre-train LLaMA with the paper's recipe on Accelerate (single process, DDP, ZeRO, FSDP2).
+
+With no arguments it is the demo job: train the paper's tokenizer (SentencePiece BPE, digits split, byte
+fallback) on the shipped two-source corpus, pre-train a small LLaMA on CPU in a few minutes, report held-out
+perplexity and bits per byte per source, print a sample, and leave a complete Hugging Face folder.
+The same module runs under any launcher with the same flags:
+
+    accelerate launch --config_file training/configs/cpu-zero3.yaml -m training.pretrain --preset tiny
+
+Data parallelism: every process draws the same global batch from the deterministic packed stream and keeps its
+own slice, so the data (and the losses) do not depend on the number of processes, and the stream position in a
+checkpoint is the same on every rank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+import warnings
+from itertools import islice
+from pathlib import Path
+
+import torch
+
+from .accelerator import build_accelerator, configured_distribution, run_info, write_run_info
+from .activation_checkpointing import apply_activation_checkpointing
+from .checkpointing import GracefulStop, load_checkpoint, resolve_resume, save_checkpoint
+from .heldout import evaluate_batches, token_byte_lengths, unigram_counts, unigram_loss
+from .metrics import MetricsLogger, model_flops_utilization, read_metrics
+from .model_card import write_model_card
+from .optimizer import build_optimizer, build_scheduler
+from .run_config import RunConfig, available_presets, load_run_config
+
+DEFAULT_PRESET = "demo"
+UNIGRAM_MAX_DOCUMENTS = 20000  # the unigram baseline is fitted on at most this many training documents
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised after `max_nonfinite_steps` optimizer steps in a row had a non-finite loss."""
+
+
+def resolve_mixture_path(name: str) -> Path:
+    """"demo" / "paper" name a shipped mixture; anything else is a path to a mixture YAML/JSON."""
+    from .data import demo_mixture_path
+    if name == "demo":
+        return demo_mixture_path()
+    if name == "paper":
+        from .data.mixture import paper_mixture_path
+        return paper_mixture_path()
+    path = Path(name)
+    if not path.is_file():
+        raise FileNotFoundError(f"Mixture {name!r} is neither 'demo', 'paper' nor an existing mixture file.")
+    return path
+
+
+def prepare_tokenizer(run: RunConfig, mixture, output_dir: Path, accelerator):
+    """Load `run.tokenizer`, or train the paper's tokenizer once into OUTPUT/tokenizer (reused on resume)."""
+    import modeling_llama  # noqa: F401  (registers our tokenizer classes with AutoTokenizer)
+    from transformers import AutoTokenizer
+
+    if run.tokenizer:
+        return AutoTokenizer.from_pretrained(run.tokenizer), Path(run.tokenizer)
+    folder = output_dir / "tokenizer"
+    if accelerator.is_main_process and not (folder / "tokenizer_config.json").is_file():
+        from .tokenizer import train_tokenizer
+        accelerator.print(f"Training a {run.vocab_size}-piece SentencePiece BPE tokenizer on the training split...")
+        # Deterministic for the seed (a resumed run must find the very same tokenizer); written atomically.
+        train_tokenizer(mixture.iter_texts(split="train"), vocab_size=run.vocab_size, output_dir=folder,
+                        seed=run.seed, progress=False, overwrite=True)
+    accelerator.wait_for_everyone()
+    return AutoTokenizer.from_pretrained(folder), folder
+
+
+def build_model(run: RunConfig, tokenizer):
+    """A freshly initialised LlamaPaperForCausalLM for the run's preset, sized to the tokenizer."""
+    from modeling_llama import LlamaPaperConfig, LlamaPaperForCausalLM
+
+    overrides = {"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
+                 "eos_token_id": tokenizer.eos_token_id, **run.model}
+    config = LlamaPaperConfig.from_preset(run.model_preset, **overrides)
+    torch.manual_seed(run.seed)  # identical initial weights on every process and in every rerun
+    model = LlamaPaperForCausalLM(config)
+    model.set_attn_implementation(run.attn_implementation)
+    return model
+
+
+def compute_loss(model, batch: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of a packed batch (every position is a real token: no padding)."""
+    return model(input_ids=batch, labels=batch, use_cache=False).loss
+
+
+def _all_finite(accelerator, loss: torch.Tensor) -> bool:
+    flag = torch.isfinite(loss.detach()).float().reshape(1)
+    if accelerator.num_processes > 1:
+        flag = accelerator.reduce(flag, reduction="sum") / accelerator.num_processes
+    return bool(flag.item() == 1.0)
+
+
+def _grad_norm_value(norm) -> float | None:
+    if norm is None:
+        return None
+    if hasattr(norm, "full_tensor"):  # FSDP2 returns a DTensor
+        norm = norm.full_tensor()
+    return float(norm)
+
+
+def _sharded(accelerator) -> bool:
+    """Whether parameters are partitioned across processes (forward/generate are then collective)."""
+    from accelerate.utils import DistributedType
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return True
+    return accelerator.distributed_type == DistributedType.DEEPSPEED and accelerator.state.deepspeed_plugin.zero_stage == 3
+
+
+def pretrain(run: RunConfig, resume: str | bool | None = None) -> dict:
+    """Run (or resume) pre-training; returns the run summary (also written to OUTPUT/summary.json)."""
+    from modeling_llama.flops import count_parameters, flops_per_token
+    from .data import PackedStream, load_mixture
+    from .hardware import peak_flops
+
+    started = time.perf_counter()
+    output_dir = Path(run.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    world_size = configured_distribution()["world_size"]
+    accumulation = run.resolved_accumulation(world_size)
+    warmup = run.resolved_warmup_steps()
+    accelerator = build_accelerator(accumulation, run.mixed_precision, run.micro_batch_size, run.max_grad_norm,
+                                    project_dir=str(output_dir), log_with=["tensorboard"] if run.tensorboard else None)
+    from accelerate.utils import set_seed
+    set_seed(run.seed)
+    rank, say = accelerator.process_index, accelerator.print
+
+    mixture = load_mixture(resolve_mixture_path(run.mixture))
+    tokenizer, tokenizer_dir = prepare_tokenizer(run, mixture, output_dir, accelerator)
+    model = build_model(run, tokenizer)
+    model_config = model.config
+    n_params = count_parameters(model_config)
+    apply_activation_checkpointing(model, run.activation_checkpointing)
+    if run.compile:
+        model.compile()  # in place: keeps the module (and its save_pretrained) intact
+    optimizer = build_optimizer(model, run.learning_rate, run.weight_decay, (run.adam_beta1, run.adam_beta2),
+                                run.adam_eps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    # Not passed through prepare: Accelerate would step it once per process per update (see optimizer.py).
+    scheduler = build_scheduler(optimizer, warmup, run.max_steps, run.min_lr_ratio)
+    stream = PackedStream(mixture, tokenizer, seq_len=run.seq_len, seed=run.seed, split="train")
+
+    step, tokens_seen, nonfinite_in_a_row = 0, 0, 0
+    checkpoint = resolve_resume(resume, output_dir)
+    if checkpoint is not None:
+        state = load_checkpoint(accelerator, checkpoint)
+        step, tokens_seen = state["step"], state["tokens_seen"]
+        nonfinite_in_a_row = state.get("nonfinite_in_a_row", 0)
+        scheduler.load_state_dict(state["scheduler"])
+        stream.load_state_dict(state["data"])
+        say(f"Resumed from {checkpoint} at step {step}.")
+
+    info = run_info(accelerator, model, run_config=run.to_dict(), parameters=n_params, accumulation=accumulation,
+                    warmup_steps=warmup, resumed_from=str(checkpoint) if checkpoint else None)
+    if accelerator.is_main_process:
+        write_run_info(output_dir / "run_info.json", info)
+    logger = MetricsLogger(accelerator, output_dir, run.max_steps, start_step=step, use_tracker=run.tensorboard,
+                           tracker_config=run.to_dict())
+    tokens_per_step = run.micro_batch_size * run.seq_len * world_size * accumulation
+    flops_token = flops_per_token(model_config, run.seq_len)
+    peak = run.peak_tflops * 1e12 if run.peak_tflops else peak_flops(accelerator.device)
+    micro = run.micro_batch_size
+    stop = GracefulStop()
+    stopped_by = None
+
+    def trainer_state() -> dict:
+        return {"step": step, "tokens_seen": tokens_seen, "nonfinite_in_a_row": nonfinite_in_a_row,
+                "scheduler": scheduler.state_dict(), "data": stream.state_dict(), "tracker_step": step}
+
+    model.train()
+    window_loss, window_steps, window_start, window_tokens = 0.0, 0, time.perf_counter(), 0
+    grad_norm = None
+    while step < run.max_steps:
+        lr = scheduler.get_last_lr()[0]
+        losses, skipped = [], False
+        for _ in range(accumulation):
+            global_batch = stream.next_batch(micro * world_size)  # identical on every rank
+            batch = global_batch[rank * micro:(rank + 1) * micro].to(accelerator.device)
+            with accelerator.accumulate(model):
+                loss = compute_loss(model, batch)
+                if not skipped and _all_finite(accelerator, loss):
+                    accelerator.backward(loss)
+                else:
+                    skipped = True
+            losses.append(loss.detach().float())
+        if skipped:
+            # Drop this step's gradients: no update, but the step (data, schedule) is consumed.
+            optimizer.zero_grad(set_to_none=True)
+            engine = getattr(accelerator, "deepspeed_engine_wrapped", None)
+            if engine is not None:
+                engine.engine.zero_grad()
+            nonfinite_in_a_row += 1
+            warnings.warn(f"step {step}: non-finite loss; update skipped ({nonfinite_in_a_row} in a row, "
+                          f"limit {run.max_nonfinite_steps}).", RuntimeWarning, stacklevel=1)
+            grad_norm = None
+        else:
+            grad_norm = _grad_norm_value(accelerator.clip_grad_norm_(model.parameters(), run.max_grad_norm))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            nonfinite_in_a_row = 0
+        with warnings.catch_warnings():  # a skipped update legitimately steps the schedule without the optimizer
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            scheduler.step()
+        step += 1
+        tokens_seen += tokens_per_step
+        window_tokens += tokens_per_step
+        step_loss = torch.stack(losses).mean()
+        if accelerator.num_processes > 1:
+            step_loss = accelerator.reduce(step_loss.to(accelerator.device), reduction="mean")
+        if math.isfinite(step_loss.item()):
+            window_loss += step_loss.item()
+            window_steps += 1
+        logger.advance()
+        if step % run.log_steps == 0 or step == run.max_steps:
+            elapsed = max(time.perf_counter() - window_start, 1e-9)
+            tokens_per_s = window_tokens / elapsed
+            logger.log(step, {
+                "loss": window_loss / window_steps if window_steps else float("nan"), "lr": lr,
+                "grad_norm": grad_norm, "tokens_per_s": tokens_per_s, "tokens": tokens_seen,
+                "mfu": model_flops_utilization(tokens_per_s, flops_token, peak, accelerator.num_processes),
+            })
+            window_loss, window_steps, window_start, window_tokens = 0.0, 0, time.perf_counter(), 0
+        if nonfinite_in_a_row >= run.max_nonfinite_steps:
+            logger.close()
+            stop.restore()
+            raise NonFiniteLossError(f"{nonfinite_in_a_row} optimizer steps in a row had a non-finite loss (step "
+                                     f"{step}); lower the learning rate or use bf16 instead of fp16.")
+        should_stop = stop.should_stop(accelerator)
+        if (run.save_steps and step % run.save_steps == 0) or should_stop:
+            save_checkpoint(accelerator, output_dir, step, trainer_state(), run.keep_checkpoints,
+                            model_config=model_config, tokenizer_dir=tokenizer_dir)
+        if should_stop:
+            stopped_by = stop.requested or "signal"
+            break
+    stop.restore()
+    logger.close()
+    if stopped_by:
+        say(f"Stopped by {stopped_by} at step {step}; checkpoint written to {output_dir}/checkpoint-{step}. "
+            f"Resume with --resume.")
+        return {"stopped_by": stopped_by, "step": step, "output_dir": str(output_dir)}
+    return finish(run, accelerator, model, model_config, tokenizer, tokenizer_dir, mixture, stream, output_dir, info,
+                  {"steps": step, "tokens_seen": tokens_seen, "parameters": n_params, "warmup_steps": warmup,
+                   "accumulation": accumulation, "tokens_per_step": tokens_per_step, "started": started})
+
+
+def finish(run, accelerator, model, model_config, tokenizer, tokenizer_dir, mixture, stream, output_dir, info,
+           progress: dict) -> dict:
+    """End of run: held-out evaluation, a sample, the final Hugging Face folder with model card and plot."""
+    from .data import PackedStream
+
+    say = accelerator.print
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    byte_lengths = token_byte_lengths(tokenizer)
+    counts = unigram_counts(
+        (tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+         for text in islice(mixture.iter_texts(split="train"), UNIGRAM_MAX_DOCUMENTS)), len(tokenizer))
+    heldout = {}
+    for source in mixture.sources:
+        def batches(name=source.name):
+            return PackedStream(mixture, tokenizer, seq_len=run.seq_len, seed=run.seed, split="validation",
+                                source=name).iter_batches(run.eval_batch_size)
+        # Every rank evaluates the same batches: with sharded parameters the forward pass is collective.
+        result = evaluate_batches(unwrapped, batches(), byte_lengths, accelerator.device, run.eval_max_batches)
+        result["unigram_loss"] = unigram_loss(counts, batches(), run.eval_max_batches)
+        heldout[source.name] = result
+    sample = generate_sample(run, accelerator, unwrapped, tokenizer)
+
+    state_dict = accelerator.get_state_dict(model)  # collective: gathers ZeRO-3 / FSDP shards on the main process
+    records = read_metrics(output_dir / "metrics.jsonl")
+    summary = {
+        "name": output_dir.name, "run_config": run.to_dict(), "model_config": model_config.to_diff_dict(),
+        "mixture": {s.name: {"weight": round(p, 4)} for s, p in zip(mixture.sources, mixture.probabilities.values(), strict=True)},
+        "data_stats": stream.stats(), "heldout": heldout, "sample": sample, "run_info": info,
+        "final_train_loss": next((r["loss"] for r in reversed(records) if isinstance(r.get("loss"), float)), None),
+        "wall_time_s": time.perf_counter() - progress.pop("started"), **progress,
+    }
+    if accelerator.is_main_process:
+        save_final_folder(output_dir, unwrapped.__class__, model_config, state_dict, tokenizer_dir, run.max_shard_size)
+        write_model_card(output_dir, summary, records)
+        (output_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+        report(summary, say)
+    accelerator.wait_for_everyone()
+    return summary
+
+
+def generate_sample(run: RunConfig, accelerator, model, tokenizer) -> str:
+    """A sampled continuation of `run.sample_prompt` (every rank generates: collective under sharding)."""
+    if not run.sample_tokens:
+        return ""
+    inputs = tokenizer(run.sample_prompt, return_tensors="pt").to(accelerator.device)
+    torch.manual_seed(run.seed)  # same sample on every rank and in every rerun
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=run.sample_tokens, do_sample=True, top_k=40,
+                                temperature=0.8, pad_token_id=tokenizer.eos_token_id,
+                                synced_gpus=accelerator.num_processes > 1 and _sharded(accelerator))
+    model.train(was_training)
+    return tokenizer.decode(output[0], skip_special_tokens=True)
+
+
+def save_final_folder(output_dir: Path, model_class, model_config, state_dict: dict, tokenizer_dir: Path,
+                      max_shard_size: str) -> None:
+    """Sharded safetensors + config (with auto_map) + generation config + both tokenizers at OUTPUT's root."""
+    from modeling_llama import LlamaPaperForCausalLM
+
+    # A fresh meta-device model of our class (not the engine's wrapper class, e.g. FSDP's) takes the gathered
+    # weights without allocating a second copy.
+    with torch.device("meta"):
+        final = LlamaPaperForCausalLM(model_config)
+    final.load_state_dict(dict(state_dict), strict=True, assign=True)
+    final.save_pretrained(output_dir, max_shard_size=max_shard_size)  # save_pretrained empties the dict it gets
+    for item in Path(tokenizer_dir).iterdir():
+        if item.is_file() and item.name != "config.json":
+            shutil.copy2(item, output_dir / item.name)
+
+
+def report(summary: dict, say) -> None:
+    """Print the held-out results and the sample."""
+    say(f"\nTrained {summary['parameters']:,} parameters for {summary['steps']} steps "
+        f"({summary['tokens_seen']:,} tokens) in {summary['wall_time_s']:.0f} s.")
+    for name, r in summary["heldout"].items():
+        if r["loss"] is None:
+            say(f"  held-out {name}: no validation data")
+            continue
+        say(f"  held-out {name}: loss {r['loss']:.3f} nats/token, perplexity {r['perplexity']:.1f}, "
+            f"{r['bits_per_byte']:.3f} bits/byte (unigram baseline loss {r['unigram_loss']:.3f})")
+    for name, s in summary["data_stats"].items():
+        say(f"  data {name}: {s.get('tokens', 0):,} tokens, {s.get('epochs', 0):.2f} epochs")
+    say(f"\nSample:\n{summary['sample']}\n")
+
+
+# --- command line ---------------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags shared by `llama-paper pretrain` and `python -m training.pretrain`."""
+    parser.add_argument("--preset", help=f"run preset ({', '.join(available_presets())}; default {DEFAULT_PRESET} "
+                                         "unless --config is given)")
+    parser.add_argument("--config", help="run config YAML/JSON (keys of training.run_config.RunConfig)")
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--save-steps", type=int, help="checkpoint every N optimizer steps (0 = only on signals)")
+    parser.add_argument("--output-dir")
+    parser.add_argument("--resume", nargs="?", const="latest", default=None,
+                        help="resume from the newest checkpoint in --output-dir, or from the given checkpoint folder")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--mixture", help="'demo', 'paper', or a mixture YAML")
+    parser.add_argument("--tokenizer", help="an existing tokenizer folder (default: train one)")
+    parser.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"))
+    parser.add_argument("--activation-checkpointing", choices=("none", "full", "selective"))
+    parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    parser.add_argument("--log-steps", type=int)
+    parser.add_argument("--consolidate", metavar="CHECKPOINT",
+                        help="instead of training: turn a (ZeRO-3/FSDP-sharded) checkpoint-<step> folder into a normal "
+                             "Hugging Face folder in --output-dir, then exit")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any run-config key, e.g. --set learning_rate=1e-3 --set model.hidden_size=128")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Entry point of the sub-command; returns the exit code."""
+    if args.consolidate:
+        from .checkpointing import consolidate_checkpoint
+        if not args.output_dir:
+            print("llama-paper pretrain: error: --consolidate needs --output-dir for the new folder.", file=sys.stderr)
+            return 2
+        print(f"Consolidated into {consolidate_checkpoint(args.consolidate, args.output_dir)}")
+        return 0
+    preset = args.preset or (None if args.config else DEFAULT_PRESET)
+    flags = {"max_steps": args.max_steps, "save_steps": args.save_steps, "output_dir": args.output_dir,
+             "seed": args.seed, "mixture": args.mixture, "tokenizer": args.tokenizer,
+             "mixed_precision": args.mixed_precision, "activation_checkpointing": args.activation_checkpointing,
+             "compile": args.compile, "log_steps": args.log_steps}
+    try:
+        run = load_run_config(preset, args.config, flags, args.set)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"llama-paper pretrain: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        pretrain(run, resume=args.resume)
+    except NonFiniteLossError as error:
+        print(f"llama-paper pretrain: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add the `pretrain` sub-command (entry point `llama_paper.commands`)."""
+    parser = subparsers.add_parser("pretrain", help="pre-train LLaMA with the paper's recipe (demo job by default)",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    parser.set_defaults(func=run_from_args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m training.pretrain ...` (what `accelerate launch -m training.pretrain` runs)."""
+    parser = argparse.ArgumentParser(prog="python -m training.pretrain", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
