@@ -179,7 +179,9 @@ def test_activation_checkpointing_gives_the_same_gradients():
 def test_tied_embeddings_share_one_tensor():
     ours = tiny(tie_word_embeddings=True)
     assert ours.lm_head.weight.data_ptr() == ours.model.embed_tokens.weight.data_ptr()
-    assert not tiny().lm_head.weight.data_ptr() == tiny().model.embed_tokens.weight.data_ptr()
+    untied = tiny()  # the paper's default: separate input embedding and output projection
+    assert untied.lm_head.weight.data_ptr() != untied.model.embed_tokens.weight.data_ptr()
+    assert not torch.equal(untied.lm_head.weight, untied.model.embed_tokens.weight)
 
 
 def test_initialisation_follows_initializer_range():
