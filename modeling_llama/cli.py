@@ -12,6 +12,9 @@ import sys
 from importlib.metadata import entry_points
 
 ENTRY_POINT_GROUP = "llama_paper.commands"
+# Errors that mean "bad input" (a missing file, a wrong value, a folder that already holds a model): one line naming
+# the problem and exit code 2, never a traceback. Every subcommand raises these with a message that says the fix.
+USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, KeyError, ImportError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    result = args.func(args)
+    try:
+        result = args.func(args)
+    except USER_ERRORS as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error  # KeyError quotes its text
+        print(f"llama-paper {args.command}: error: {message}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

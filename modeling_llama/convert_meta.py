@@ -398,18 +398,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    try:
-        out = convert_meta_checkpoint(
-            args.input_dir,
-            args.output_dir,
-            args.dtype,
-            args.max_shard_size,
-            args.tokenizer,
-            args.overwrite,
-            progress=not args.quiet,
-        )
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
-        print(f"convert-meta: error: {error}", file=sys.stderr)
-        return 2
+    out = convert_meta_checkpoint(
+        args.input_dir,
+        args.output_dir,
+        args.dtype,
+        args.max_shard_size,
+        args.tokenizer,
+        args.overwrite,
+        progress=not args.quiet,
+    )
     print(f"convert-meta: wrote {out}")
     return 0

@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import torch
@@ -171,17 +170,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    try:
-        out = export_meta_checkpoint(
-            args.input_dir,
-            args.output_dir,
-            args.num_shards,
-            args.dtype,
-            args.overwrite,
-            write_rope_freqs=not args.no_rope_freqs,
-        )
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as error:
-        print(f"export-meta: error: {error}", file=sys.stderr)
-        return 2
+    out = export_meta_checkpoint(
+        args.input_dir,
+        args.output_dir,
+        args.num_shards,
+        args.dtype,
+        args.overwrite,
+        write_rope_freqs=not args.no_rope_freqs,
+    )
     print(f"export-meta: wrote {out}")
     return 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -151,11 +150,7 @@ def register(subparsers) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     options = {k: v for k, v in vars(args).items() if k not in ("func", "command", "model")}
-    try:
-        metrics = finetune(model_dir=args.model, **options)
-    except (FileNotFoundError, ValueError, ImportError) as error:
-        print(f"llama-paper finetune: error: {error}", file=sys.stderr)
-        return 2
+    metrics = finetune(model_dir=args.model, **options)
     print(f"Fine-tuned for {metrics.get('epoch', 0):.2f} epochs, train loss {metrics.get('train_loss', float('nan')):.4f}; "
           f"saved to {args.output_dir}.")
     return 0

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,11 +266,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("llama-paper plan: give --preset (e.g. 65B) or a --config run file with model_preset.")
     if "batch_tokens" in values:
         values["batch_tokens"] = int(values["batch_tokens"])
-    try:
-        plan = make_plan(gpus=args.gpus, **values)
-    except ValueError as err:  # bad flags: a one-line message, not a traceback
-        print(f"llama-paper plan: error: {err}", file=sys.stderr)
-        return 2
+    plan = make_plan(gpus=args.gpus, **values)  # bad flags raise ValueError: llama-paper prints one line, exit 2
     print(json.dumps(plan.to_dict(), indent=2) if args.json else format_plan(plan))
     return 0
 

@@ -210,20 +210,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    try:
-        out = train_tokenizer(
-            [Path(p) for p in args.inputs],
-            args.vocab_size,
-            args.output_dir,
-            seed=args.seed,
-            max_sentences=args.max_sentences,
-            text_column=args.text_column,
-            progress=not args.quiet,
-            overwrite=args.overwrite,
-            character_coverage=args.character_coverage,
-        )
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
-        print(f"train-tokenizer: error: {error}", file=sys.stderr)
-        return 2
+    out = train_tokenizer(
+        [Path(p) for p in args.inputs],
+        args.vocab_size,
+        args.output_dir,
+        seed=args.seed,
+        max_sentences=args.max_sentences,
+        text_column=args.text_column,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+        character_coverage=args.character_coverage,
+    )
     print(f"train-tokenizer: wrote {out}")
     return 0

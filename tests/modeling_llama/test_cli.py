@@ -46,3 +46,12 @@ def test_missing_model_folder_names_the_problem(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_model_and_tokenizer(tmp_path / "nope")
+
+
+def test_bad_input_to_any_subcommand_is_one_line_and_exit_code_2(tmp_path, capsys):
+    missing = tmp_path / "no-such-checkpoint"
+    assert main(["convert-meta", "--input-dir", str(missing), "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("llama-paper convert-meta: error:") and str(missing) in err[-1]
+    assert "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "out").exists()
