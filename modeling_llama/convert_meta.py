@@ -21,7 +21,15 @@ from pathlib import Path
 import torch
 
 from .configuration_llama_paper import LlamaPaperConfig, swiglu_hidden_size
-from .meta_layout import IGNORED_KEYS, LAYER_KEYS, SHARD_NAME, meta_key, parse_key, rope_freqs
+from .meta_layout import (
+    IGNORED_KEYS,
+    LAYER_KEYS,
+    SHARD_NAME,
+    meta_key,
+    parse_key,
+    rope_freqs,
+    shard_name,
+)
 from .meta_shards import BlockReader, Shard, merged_blocks, open_shard
 from .safetensors_stream import (
     FileSlice,
@@ -138,6 +146,18 @@ def merged_shape(shards: list[Shard], key: str, dim: int | None) -> tuple[int, .
     return tuple(size * len(shards) if axis == dim else size for axis, size in enumerate(shapes[0]))
 
 
+def check_shard_count(shards: list[Shard], dim: int) -> None:
+    """Name the last shards missing: find_shards sees gaps only, and every rank holds dim / N embedding columns."""
+    width = shards[0].tensors["tok_embeddings.weight"].shape[1]
+    count = dim // width if dim % width == 0 else 0
+    if count > len(shards):
+        missing = ", ".join(shard_name(rank) for rank in range(len(shards), count))
+        raise FileNotFoundError(
+            f"{shards[0].path.parent} lacks {missing}: params.json says dim = {dim} and each shard holds {width} "
+            f"columns of tok_embeddings, so the checkpoint has {count} shards. Copy every shard."
+        )
+
+
 def infer_config(shards: list[Shard], params: dict, n_layers: int) -> LlamaPaperConfig:
     """Every size from the tensors, cross-checked against params.json."""
     shape = lambda key: merged_shape(shards, key, parse_key(key)[2])  # noqa: E731
@@ -151,8 +171,9 @@ def infer_config(shards: list[Shard], params: dict, n_layers: int) -> LlamaPaper
                 "params.json and the shards belong to different models; use the params.json shipped with them."
             )
 
-    expect("dim", dim, params["dim"])
     expect("n_layers", n_layers, params["n_layers"])
+    check_shard_count(shards, params["dim"])
+    expect("dim", dim, params["dim"])
     if dim % n_heads or (dim // n_heads) % 2:
         raise ValueError(f"params.json n_heads = {n_heads} does not split dim = {dim} into heads of even width.")
     head_dim = dim // n_heads
@@ -206,8 +227,14 @@ def infer_config(shards: list[Shard], params: dict, n_layers: int) -> LlamaPaper
     )
 
 
-def check_output_dir(output_dir: Path, overwrite: bool) -> None:
-    """Refuse to mix a new model with an old one or with unrelated files."""
+def check_output_dir(output_dir: Path, overwrite: bool, input_dir: Path | None = None) -> None:
+    """Refuse to mix a new model with an old one or with unrelated files, or to replace the input."""
+    if input_dir is not None and input_dir.resolve().is_relative_to(output_dir.resolve()):
+        # publish() would delete the old output folder, and with it the checkpoint just read.
+        raise FileExistsError(
+            f"--output-dir {output_dir} is or contains --input-dir {input_dir}; replacing it would delete the "
+            "input. Choose another --output-dir."
+        )
     if not output_dir.exists():
         return
     if not output_dir.is_dir():
@@ -251,7 +278,7 @@ def convert_meta_checkpoint(
     params = read_params(input_dir)
     shard_paths = find_shards(input_dir)
     tokenizer_path = find_tokenizer(input_dir, tokenizer)
-    check_output_dir(output_dir, overwrite)
+    check_output_dir(output_dir, overwrite, input_dir)
     shards: list[Shard] = []
     try:
         for path in shard_paths:

@@ -100,7 +100,7 @@ def export_meta_checkpoint(
         )
     config = json.loads(config_file.read_text())
     check_divisible(config, num_shards)
-    check_output_dir(output_dir, overwrite)
+    check_output_dir(output_dir, overwrite, input_dir)
     weights = SafetensorsFolder(input_dir)
     n_heads = config["num_attention_heads"]
     n_kv = config.get("num_key_value_heads") or n_heads

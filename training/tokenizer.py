@@ -54,11 +54,16 @@ def iter_texts(source, text_column: str = "text") -> Iterator[str]:
     existing file (so `["a.txt", "b.jsonl"]` works); anything else, generators included, is text.
     """
     if hasattr(source, "column_names"):  # datasets.Dataset / IterableDataset
-        if text_column not in (source.column_names or []):
+        # A streamed IterableDataset may not know its columns (column_names None) until rows are read.
+        if source.column_names is not None and text_column not in source.column_names:
             raise ValueError(
                 f"The dataset has no {text_column!r} column (columns: {source.column_names}); pass text_column=."
             )
         for row in source:
+            if text_column not in row:
+                raise ValueError(
+                    f"The dataset has no {text_column!r} column (columns: {list(row)}); pass text_column=."
+                )
             yield row[text_column]
         return
     if isinstance(source, (str, os.PathLike)):

@@ -243,6 +243,8 @@ def _break(folder: Path, how: str) -> None:
         (folder / "params.json").unlink()
     elif how == "missing shard":
         (folder / "consolidated.00.pth").unlink()
+    elif how == "last shard missing":  # an interrupted download: no gap in the numbers to notice
+        (folder / "consolidated.01.pth").unlink()
     elif how == "params disagree":
         params = json.loads((folder / "params.json").read_text())
         (folder / "params.json").write_text(json.dumps({**params, "n_kv_heads": 2}))
@@ -275,6 +277,7 @@ def _break(folder: Path, how: str) -> None:
     [
         ("no params", "params.json is missing"),
         ("missing shard", "lacks consolidated.00.pth"),
+        ("last shard missing", "lacks consolidated.01.pth"),
         ("params disagree", "n_kv_heads"),
         ("ffn disagrees", "feed-forward width"),
         ("theta disagrees", "rope_theta = 500000.0, but the tensors give 10000"),
@@ -293,6 +296,22 @@ def test_bad_input_gives_clear_errors_and_no_output(how, message, fixtures, tmp_
         convert_meta_checkpoint(folder, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["meta"]  # no temporary folder left behind either
+
+
+def test_output_dir_holding_the_input_is_refused_even_with_overwrite(fixtures, tmp_path):
+    """Replacing the output folder must never delete the checkpoint being read (in-place conversion)."""
+    folder = tmp_path / "meta" / "7B"
+    make_meta_checkpoint(folder, fixtures)
+    before = sorted(p.name for p in folder.iterdir())
+    for output in (folder, folder.parent):
+        with pytest.raises(FileExistsError, match="--input-dir"):
+            convert_meta_checkpoint(folder, output, overwrite=True, progress=False)
+    assert sorted(p.name for p in folder.iterdir()) == before
+    out = convert_meta_checkpoint(folder, tmp_path / "hf", progress=False)
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(FileExistsError, match="--input-dir"):
+        export_meta_checkpoint(out, out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == before
 
 
 def test_missing_tokenizer_is_named(fixtures, tmp_path):

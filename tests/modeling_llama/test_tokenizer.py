@@ -270,6 +270,16 @@ def test_sentencepiece_model_read_without_protobuf(model_file):
     assert model.pieces[3][0] == "<0x00>" and model.pieces[259][0] == "\u2581\u2581"
 
 
+def test_fast_tokenizer_is_built_without_protobuf(model_file, sp, monkeypatch):
+    """protobuf is installed here, so hide it: building from tokenizer.model must not need it."""
+    for name in [m for m in sys.modules if m == "google.protobuf" or m.startswith("google.protobuf.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "google.protobuf", None)
+    fast = LlamaPaperTokenizerFast(vocab_file=str(model_file))
+    for text in STRINGS[:100]:
+        assert fast(text).input_ids == [1] + sp.encode(text), repr(text)
+
+
 @pytest.mark.parametrize("cls", [LlamaPaperTokenizer, LlamaPaperTokenizerFast])
 @pytest.mark.parametrize("add_bos,add_eos", [(False, True), (True, False), (False, False)])
 def test_bos_eos_options_survive_save_and_load(cls, add_bos, add_eos, model_file, sp, tmp_path):

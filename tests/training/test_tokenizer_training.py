@@ -132,6 +132,8 @@ def test_reproducible_and_input_forms_agree(trained, tmp_path):
         "files": [str(tmp_path / "a.txt"), tmp_path / "b.jsonl"],
         "iterator": iter(corpus),
         "dataset": datasets.Dataset.from_dict({"text": corpus}),
+        # streamed, with columns unknown until read (column_names is None)
+        "streaming": datasets.IterableDataset.from_generator(lambda: ({"text": d} for d in corpus)),
     }
     expected = (trained / "tokenizer.model").read_bytes()
     for name, source in forms.items():
@@ -182,3 +184,6 @@ def test_clear_errors(tmp_path):
         train_tokenizer(
             datasets.Dataset.from_dict({"text": ["a"]}), 300, tmp_path / "d", text_column="content", progress=False
         )
+    streamed = datasets.IterableDataset.from_generator(lambda: iter([{"text": "a"}]))
+    with pytest.raises(ValueError, match="'content' column"):
+        train_tokenizer(streamed, 300, tmp_path / "e", text_column="content", progress=False)
