@@ -18,7 +18,7 @@ from training.run_config import RunConfig
 output_dir = sys.argv[1] if len(sys.argv) > 1 else "runs/example-tiny"
 run = RunConfig.from_dict({"output_dir": output_dir, "max_steps": 60, "save_steps": 20},
                           base=RunConfig.from_preset("tiny"))  # a 512-piece tokenizer is trained first
-summary = pretrain(run)
+summary = pretrain(run, overwrite=True)  # replaces an earlier run of this example
 print({source: round(result["perplexity"], 1) for source, result in summary["heldout"].items()})
 
 model = AutoModelForCausalLM.from_pretrained(output_dir)

@@ -11,17 +11,23 @@ never `metrics.jsonl`), the model `config.json`, and the tokenizer. A checkpoint
 from __future__ import annotations
 
 import json
+import pickle
 import re
 import shutil
 import signal
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 CHECKPOINT_PREFIX = "checkpoint-"
 TEMP_PREFIX = ".tmp-checkpoint-"
 TRAINER_STATE = "trainer_state.json"
 _CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
+# What a run leaves in its output folder besides checkpoints; config.json marks a final (or any other) model there.
+RUN_ARTIFACTS = ("tokenizer", "tensorboard", "metrics.jsonl", "run_info.json", "summary.json", "config.json")
+# How damaged checkpoint files fail to load: missing files, bad JSON, truncated zip/pickle/safetensors.
+_DAMAGED = (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError)
 
 
 def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
@@ -40,6 +46,24 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     """The newest complete checkpoint, or None."""
     checkpoints = list_checkpoints(output_dir)
     return checkpoints[-1][1] if checkpoints else None
+
+
+def earlier_run(output_dir: str | Path) -> list[Path]:
+    """What an earlier run (or another model) left in `output_dir`: checkpoints, even incomplete, and artifacts."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    return sorted(child for child in output_dir.iterdir()
+                  if child.name in RUN_ARTIFACTS or child.name.startswith((CHECKPOINT_PREFIX, TEMP_PREFIX)))
+
+
+def remove_paths(paths: list[Path]) -> None:
+    """Delete files and folders (an earlier run's leftovers, on --overwrite)."""
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def save_checkpoint(accelerator, output_dir: str | Path, step: int, trainer_state: dict, keep: int,
@@ -77,8 +101,14 @@ def load_checkpoint(accelerator, checkpoint_dir: str | Path) -> dict:
     if not state_file.is_file():
         raise FileNotFoundError(f"{checkpoint_dir} is not a complete checkpoint (no {TRAINER_STATE}); "
                                 f"resume from one of the checkpoint-<step> folders instead.")
-    accelerator.load_state(str(checkpoint_dir))
-    return json.loads(state_file.read_text())
+    try:
+        state = json.loads(state_file.read_text())  # read first: a damaged state must not half-restore the model
+        accelerator.load_state(str(checkpoint_dir))
+    except _DAMAGED as error:
+        raise ValueError(f"Cannot resume from {checkpoint_dir}: its files are damaged or incomplete "
+                         f"({type(error).__name__}: {error}). Resume from an earlier checkpoint with --resume "
+                         f"{checkpoint_dir.parent}/checkpoint-<step>, or start afresh with --overwrite.") from error
+    return state
 
 
 def resolve_resume(resume: str | bool | None, output_dir: str | Path) -> Path | None:
@@ -151,6 +181,9 @@ def consolidate_checkpoint(checkpoint_dir: str | Path, output_dir: str | Path, m
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     checkpoint_dir, output_dir = Path(checkpoint_dir), Path(output_dir)
+    if not (checkpoint_dir / "config.json").is_file():  # else transformers takes the path for a Hub id
+        raise FileNotFoundError(f"--consolidate {checkpoint_dir}: not a checkpoint folder (no config.json); pass an "
+                                f"OUTPUT/checkpoint-<step> folder written by llama-paper pretrain.")
     config = AutoConfig.from_pretrained(checkpoint_dir)
     model = AutoModelForCausalLM.from_config(config)
     state = consolidated_state_dict(checkpoint_dir)
@@ -162,4 +195,5 @@ def consolidate_checkpoint(checkpoint_dir: str | Path, output_dir: str | Path, m
 
 
 __all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "list_checkpoints", "resolve_resume",
-           "GracefulStop", "consolidated_state_dict", "consolidate_checkpoint", "TRAINER_STATE"]
+           "GracefulStop", "consolidated_state_dict", "consolidate_checkpoint", "earlier_run", "remove_paths",
+           "TRAINER_STATE"]

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -55,6 +57,22 @@ def encode_record(record: dict, tokenizer, max_length: int) -> dict[str, list[in
     return {"input_ids": input_ids[:max_length], "labels": labels[:max_length]}
 
 
+def with_targets(examples: Iterable[dict[str, list[int]]]) -> list[dict[str, list[int]]]:
+    """Drop (with a warning) examples left with no target token, i.e. a prompt that fills --max-length by itself.
+
+    They would add nothing to the loss, and a batch of only such examples logs a loss of 0.
+    """
+    examples = list(examples)
+    kept = [e for e in examples if any(label != IGNORE_INDEX for label in e["labels"])]
+    if not kept:
+        raise ValueError("Every example's prompt fills --max-length, so no response token is left to learn; "
+                         "raise --max-length or shorten the prompts.")
+    if len(kept) < len(examples):
+        warnings.warn(f"Skipped {len(examples) - len(kept)} of {len(examples)} examples whose prompt fills "
+                      f"--max-length (no response token left to learn).", UserWarning, stacklevel=2)
+    return kept
+
+
 class PadCollator:
     """Right-pads input_ids (pad id), labels (IGNORE_INDEX) and builds the attention mask."""
 
@@ -96,10 +114,10 @@ def finetune(model_dir: str, data: str, output_dir: str, max_steps: int = -1, ep
 
     records = load_records(data)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    examples = with_targets(encode_record(r, tokenizer, max_length) for r in records)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16 if bf16 else torch.float32)
     if lora:
         model = apply_lora(model, lora_r, lora_alpha, lora_dropout)
-    examples = [encode_record(r, tokenizer, max_length) for r in records]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     args = TrainingArguments(
         output_dir=output_dir, max_steps=max_steps, num_train_epochs=epochs, learning_rate=learning_rate,
@@ -156,4 +174,5 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["finetune", "load_records", "encode_record", "PadCollator", "apply_lora", "register", "IGNORE_INDEX"]
+__all__ = ["finetune", "load_records", "encode_record", "with_targets", "PadCollator", "apply_lora", "register",
+           "IGNORE_INDEX"]

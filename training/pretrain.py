@@ -26,9 +26,11 @@ from pathlib import Path
 
 import torch
 
+from modeling_llama.cli import USER_ERRORS
+
 from .accelerator import build_accelerator, configured_distribution, run_info, write_run_info
 from .activation_checkpointing import apply_activation_checkpointing
-from .checkpointing import GracefulStop, load_checkpoint, resolve_resume, save_checkpoint
+from .checkpointing import GracefulStop, earlier_run, load_checkpoint, remove_paths, resolve_resume, save_checkpoint
 from .heldout import evaluate_batches, token_byte_lengths, unigram_counts, unigram_loss
 from .metrics import MetricsLogger, model_flops_utilization, read_metrics
 from .model_card import write_model_card
@@ -116,7 +118,20 @@ def _sharded(accelerator) -> bool:
     return accelerator.distributed_type == DistributedType.DEEPSPEED and accelerator.state.deepspeed_plugin.zero_stage == 3
 
 
-def pretrain(run: RunConfig, resume: str | bool | None = None) -> dict:
+def check_output_dir(output_dir: Path, resume: str | bool | None, overwrite: bool) -> list[Path]:
+    """An earlier run's leftovers that a fresh run must delete; FileExistsError unless --overwrite says so."""
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in --output-dir and --overwrite deletes it: pass only one.")
+    leftovers = [] if resume else earlier_run(output_dir)
+    if leftovers and not overwrite:
+        # A fresh run must neither reuse the old run's tokenizer nor leave its checkpoints for a later --resume.
+        names = ", ".join(path.name for path in leftovers[:4]) + (", ..." if len(leftovers) > 4 else "")
+        raise FileExistsError(f"{output_dir} already holds an earlier run ({names}); pass --resume to continue it, "
+                              "--overwrite to delete it and start afresh, or choose another --output-dir.")
+    return leftovers
+
+
+def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool = False) -> dict:
     """Run (or resume) pre-training; returns the run summary (also written to OUTPUT/summary.json)."""
     from modeling_llama.flops import count_parameters, flops_per_token
     from .data import PackedStream, load_mixture
@@ -124,12 +139,16 @@ def pretrain(run: RunConfig, resume: str | bool | None = None) -> dict:
 
     started = time.perf_counter()
     output_dir = Path(run.output_dir)
+    leftovers = check_output_dir(output_dir, resume, overwrite)
     output_dir.mkdir(parents=True, exist_ok=True)
     world_size = configured_distribution()["world_size"]
     accumulation = run.resolved_accumulation(world_size)
     warmup = run.resolved_warmup_steps()
     accelerator = build_accelerator(accumulation, run.mixed_precision, run.micro_batch_size, run.max_grad_norm,
                                     project_dir=str(output_dir), log_with=["tensorboard"] if run.tensorboard else None)
+    accelerator.wait_for_everyone()  # every process has checked output_dir before any process writes into it
+    if leftovers and accelerator.is_main_process:
+        remove_paths(leftovers)
     from accelerate.utils import set_seed
     set_seed(run.seed)
     rank, say = accelerator.process_index, accelerator.print
@@ -147,7 +166,8 @@ def pretrain(run: RunConfig, resume: str | bool | None = None) -> dict:
     model, optimizer = accelerator.prepare(model, optimizer)
     # Not passed through prepare: Accelerate would step it once per process per update (see optimizer.py).
     scheduler = build_scheduler(optimizer, warmup, run.max_steps, run.min_lr_ratio)
-    stream = PackedStream(mixture, tokenizer, seq_len=run.seq_len, seed=run.seed, split="train")
+    stream = PackedStream(mixture, tokenizer, seq_len=run.seq_len, seed=run.seed, split="train",
+                          num_proc=run.tokenizer_workers)
 
     step, tokens_seen, nonfinite_in_a_row = 0, 0, 0
     checkpoint = resolve_resume(resume, output_dir)
@@ -158,6 +178,8 @@ def pretrain(run: RunConfig, resume: str | bool | None = None) -> dict:
         scheduler.load_state_dict(state["scheduler"])
         stream.load_state_dict(state["data"])
         say(f"Resumed from {checkpoint} at step {step}.")
+    elif resume:
+        say(f"No checkpoint in {output_dir} yet: starting from step 0.")
 
     info = run_info(accelerator, model, run_config=run.to_dict(), parameters=n_params, accumulation=accumulation,
                     warmup_steps=warmup, resumed_from=str(checkpoint) if checkpoint else None)
@@ -243,6 +265,7 @@ def pretrain(run: RunConfig, resume: str | bool | None = None) -> dict:
             break
     stop.restore()
     logger.close()
+    stream.close()  # tokenizer worker processes, if any
     if stopped_by:
         say(f"Stopped by {stopped_by} at step {step}; checkpoint written to {output_dir}/checkpoint-{step}. "
             f"Resume with --resume.")
@@ -351,6 +374,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir")
     parser.add_argument("--resume", nargs="?", const="latest", default=None,
                         help="resume from the newest checkpoint in --output-dir, or from the given checkpoint folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete an earlier run (checkpoints, tokenizer, logs) in --output-dir and start afresh")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--mixture", help="'demo', 'paper', or a mixture YAML")
     parser.add_argument("--tokenizer", help="an existing tokenizer folder (default: train one)")
@@ -385,7 +410,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"llama-paper pretrain: error: {error}", file=sys.stderr)
         return 2
     try:
-        pretrain(run, resume=args.resume)
+        pretrain(run, resume=args.resume, overwrite=args.overwrite)
     except NonFiniteLossError as error:
         print(f"llama-paper pretrain: error: {error}", file=sys.stderr)
         return 1
@@ -405,7 +430,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.pretrain", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    return run_from_args(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    try:
+        return run_from_args(args)
+    except USER_ERRORS as error:  # one line per process under a launcher, as `llama-paper pretrain` prints
+        print(f"python -m training.pretrain: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ class RunConfig:
     tokenizer: str | None = None
     vocab_size: int = 4000
     seq_len: int = 256
+    tokenizer_workers: int = 1  # processes tokenizing the training stream (pays off on many cores: data.encoding)
     # Batch: sequences per process per micro-step; accumulation is given directly or derived from batch_tokens.
     micro_batch_size: int = 8
     gradient_accumulation_steps: int | None = None
@@ -79,7 +80,8 @@ class RunConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first inconsistent field and how to fix it."""
-        positive = ("vocab_size", "seq_len", "micro_batch_size", "max_steps", "log_steps", "eval_batch_size")
+        positive = ("vocab_size", "seq_len", "tokenizer_workers", "micro_batch_size", "max_steps", "log_steps",
+                    "eval_batch_size")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:

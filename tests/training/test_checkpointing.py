@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from modeling_llama.cli import main as llama_paper
 from training.checkpointing import TRAINER_STATE, latest_checkpoint, list_checkpoints
 from training.pretrain import pretrain
 
@@ -124,3 +125,21 @@ def test_incomplete_folders_are_never_resumed_from(tmp_path):
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
     with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
         pretrain(tiny_run(tmp_path, max_steps=2), resume=str(tmp_path / "checkpoint-6"))
+
+
+def test_a_damaged_checkpoint_is_reported_with_the_way_out(reference, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(reference / "checkpoint-15", out / "checkpoint-15")
+    weights = out / "checkpoint-15" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # a truncated file, e.g. a full disk
+    with pytest.raises(ValueError, match=r"checkpoint-15: its files are damaged.*SafetensorError.*earlier"):
+        pretrain(_run(out), resume="latest")
+    (out / "checkpoint-15" / TRAINER_STATE).write_text('{"step": 1')
+    with pytest.raises(ValueError, match=r"checkpoint-15: its files are damaged.*JSONDecodeError"):
+        pretrain(_run(out), resume=str(out / "checkpoint-15"))
+
+
+def test_consolidating_a_folder_that_is_no_checkpoint_is_a_clear_error(tmp_path, capsys):
+    assert llama_paper(["pretrain", "--consolidate", str(tmp_path / "missing"), "--output-dir",
+                        str(tmp_path / "out")]) == 2
+    assert "not a checkpoint folder" in capsys.readouterr().err

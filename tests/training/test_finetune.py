@@ -12,7 +12,7 @@ import torch
 import modeling_llama  # noqa: F401
 from modeling_llama import LlamaPaperConfig, LlamaPaperForCausalLM
 from modeling_llama.cli import main as llama_paper
-from training.finetune import IGNORE_INDEX, PadCollator, encode_record, load_records
+from training.finetune import IGNORE_INDEX, PadCollator, encode_record, load_records, with_targets
 
 from .pretrain_helpers import tiny_tokenizer_dir
 
@@ -102,3 +102,18 @@ def test_bad_data_is_a_clear_error(tmp_path, capsys):
         load_records(bad)
     assert llama_paper(["finetune", "--model", "x", "--data", str(tmp_path / "missing.jsonl")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_examples_whose_prompt_fills_max_length_are_skipped(tmp_path, tokenizer, base_model, capsys):
+    fits = len(encode_record(PAIRS[1], tokenizer, 512)["input_ids"])  # the shorter example, whole
+    long_prompt = {"prompt": PAIRS[0]["prompt"] * 4, "response": "Shakespeare"}
+    examples = [encode_record(r, tokenizer, fits) for r in (PAIRS[1], long_prompt)]
+    assert set(examples[1]["labels"]) == {IGNORE_INDEX}  # truncation cut the whole response
+    with pytest.warns(UserWarning, match="Skipped 1 of 2 examples"):
+        assert with_targets(examples) == examples[:1]
+    # Nothing left to learn: a clear error instead of a run that logs a loss of 0.
+    data = tmp_path / "long.jsonl"
+    data.write_text(json.dumps(long_prompt) + "\n")
+    assert llama_paper(["finetune", "--model", str(base_model), "--data", str(data), "--output-dir",
+                        str(tmp_path / "out"), "--max-length", str(fits), "--max-steps", "1"]) == 2
+    assert "no response token is left" in capsys.readouterr().err

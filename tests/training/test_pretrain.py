@@ -165,3 +165,54 @@ def test_gradient_accumulation_matches_the_larger_batch(tmp_path):
     assert [r["loss"] for r in records[0]] == pytest.approx([r["loss"] for r in records[1]], abs=1e-5)
     # Adam is blind to a gradient scale, the norm is not: accumulated gradients are averaged, not summed.
     assert [r["grad_norm"] for r in records[0]] == pytest.approx([r["grad_norm"] for r in records[1]], rel=1e-4)
+
+
+def test_an_earlier_run_in_output_dir_needs_resume_or_overwrite(tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    from training.checkpointing import list_checkpoints
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    common = {"tokenizer": None, "max_steps": 2, "log_steps": 1, "sample_tokens": 0, "eval_max_batches": 1}
+    pretrain(tiny_run(out, vocab_size=512, save_steps=2, **common))
+    # A fresh run would reuse the old tokenizer and leave checkpoint-2 for a later --resume to pick up.
+    with pytest.raises(FileExistsError, match="--resume to continue it, --overwrite"):
+        pretrain(tiny_run(out, vocab_size=400, **common))
+    assert pretrain_module.main(["--preset", "tiny", "--output-dir", str(out)]) == 2  # what a launcher runs
+    assert "already holds an earlier run" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="only one"):
+        pretrain(tiny_run(out, **common), resume="latest", overwrite=True)
+
+    pretrain(tiny_run(out, vocab_size=400, save_steps=0, **{**common, "max_steps": 1}), overwrite=True)
+    assert list_checkpoints(out) == []  # the earlier run's checkpoints are gone
+    assert len(AutoTokenizer.from_pretrained(out / "tokenizer")) == 400  # a tokenizer of this run's size
+    assert json.loads((out / "config.json").read_text())["vocab_size"] == 400
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1]
+
+
+def test_module_entry_point_reports_bad_input_in_one_line(tmp_path, capsys):
+    # `accelerate launch -m training.pretrain` runs main(): one line per process, like `llama-paper pretrain`.
+    code = pretrain_module.main(["--preset", "tiny", "--mixture", str(tmp_path / "none.yaml"),
+                                 "--output-dir", str(tmp_path / "out")])
+    assert code == 2
+    assert "is neither 'demo', 'paper' nor an existing mixture file" in capsys.readouterr().err
+
+
+def test_tokenizer_workers_tokenize_the_training_stream_in_processes_with_the_same_result(tmp_path, monkeypatch):
+    import training.data
+
+    from .pretrain_helpers import assert_same_weights, final_weights
+    torch.set_num_threads(1)
+    built = []
+
+    class Recorded(PackedStream):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(training.data, "PackedStream", Recorded)
+    common = {"max_steps": 2, "log_steps": 1, "sample_tokens": 0, "eval_max_batches": 1}
+    pretrain(tiny_run(tmp_path / "one", **common))
+    pretrain(tiny_run(tmp_path / "two", tokenizer_workers=2, **common))
+    assert [s.encoder.num_proc for s in built if s.split == "train"] == [1, 2]
+    assert_same_weights(final_weights(tmp_path / "two"), final_weights(tmp_path / "one"))
