@@ -11,6 +11,10 @@ within each repeat (the two runs of a repeat are back to back, so they share the
 machine this is far steadier than comparing medians of throughputs).
 
     python benchmarks/bench_train_loop.py [--preset tiny] [--steps 60] [--skip 10] [--repeats 5] [--threads 1]
+                                          [--compile]
+
+--compile compiles the model in both loops (ours: `compile: true`; Trainer: `torch_compile=True`); compilation
+happens in the first steps, which --skip excludes.
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ def run_trainer(run: RunConfig, tokenizer, skip: int) -> float:
         learning_rate=run.learning_rate, weight_decay=0.1, adam_beta1=0.9, adam_beta2=0.95, max_grad_norm=1.0,
         lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": 0.1}, warmup_steps=warmup,
         logging_steps=run.log_steps, save_strategy="no", report_to="none", use_cpu=True, dataloader_num_workers=0,
-        seed=run.seed, disable_tqdm=True)
+        seed=run.seed, disable_tqdm=True, torch_compile=run.compile)
     tokenizer.pad_token = tokenizer.eos_token
     trainer = Trainer(model=build_model(run, tokenizer), args=args, train_dataset=dataset,
                       data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), processing_class=tokenizer,
@@ -82,6 +86,7 @@ def main() -> None:
     parser.add_argument("--skip", type=int, default=10, help="steps excluded from the timing (warm-up)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscribing shared cores)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model in both loops")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from transformers import AutoTokenizer
@@ -94,7 +99,7 @@ def main() -> None:
     for repeat in range(args.repeats):
         run = RunConfig(model_preset=args.preset, tokenizer=str(folder), seq_len=SEQ_LEN, micro_batch_size=BATCH,
                         max_steps=args.steps, log_steps=args.skip, tensorboard=False, eval_max_batches=1,
-                        sample_tokens=0, output_dir=str(work / f"ours-{repeat}"))
+                        sample_tokens=0, compile=args.compile, output_dir=str(work / f"ours-{repeat}"))
         ours.append(run_ours(run, args.skip))
         theirs.append(run_trainer(run, tokenizer, args.skip))
         print(f"repeat {repeat}: ours {ours[-1]:,.0f} tokens/s, Trainer {theirs[-1]:,.0f} tokens/s, "
@@ -102,7 +107,8 @@ def main() -> None:
     a, b = statistics.median(ours), statistics.median(theirs)
     ratio = statistics.median(x / y for x, y in zip(ours, theirs, strict=True))
     print(f"\nmachine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"model preset {args.preset}, batch {BATCH} x {SEQ_LEN} tokens, steps {args.skip}..{args.steps}")
+    print(f"model preset {args.preset}, batch {BATCH} x {SEQ_LEN} tokens, steps {args.skip}..{args.steps}, "
+          f"compiled: {args.compile}")
     print(f"| loop | tokens/s (median of {args.repeats}) | ratio vs Trainer (median of per-repeat ratios) |")
     print("|---|---|---|")
     print(f"| transformers.Trainer | {b:,.0f} | 1.00x |\n| training.pretrain | {a:,.0f} | **{ratio:.2f}x** |")
