@@ -248,6 +248,9 @@ def _break(folder: Path, how: str) -> None:
     elif how == "params disagree":
         params = json.loads((folder / "params.json").read_text())
         (folder / "params.json").write_text(json.dumps({**params, "n_kv_heads": 2}))
+    elif how == "malformed value":
+        params = json.loads((folder / "params.json").read_text())
+        (folder / "params.json").write_text(json.dumps({**params, "norm_eps": "1e-6"}))
     elif how == "theta disagrees":
         params = json.loads((folder / "params.json").read_text())
         (folder / "params.json").write_text(json.dumps({**params, "rope_theta": 500000.0}))
@@ -279,6 +282,7 @@ def _break(folder: Path, how: str) -> None:
         ("missing shard", "lacks consolidated.00.pth"),
         ("last shard missing", "lacks consolidated.01.pth"),
         ("params disagree", "n_kv_heads"),
+        ("malformed value", "norm_eps = '1e-6' is not a number"),
         ("ffn disagrees", "feed-forward width"),
         ("theta disagrees", "rope_theta = 500000.0, but the tensors give 10000"),
         ("unknown key", "Unknown key 'layers.0.attention.bias' in consolidated.01.pth"),
