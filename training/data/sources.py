@@ -203,7 +203,8 @@ class DatasetSource:
                     f"Source {self.config.name!r}: {self.config.dataset} is a script-based dataset, which datasets "
                     f"{datasets.__version__} cannot load. Point the source at its data files instead: "
                     "`dataset: json` with `data_files:` listing the jsonl URLs (or local copies) the dataset "
-                    "publishes, keeping `weight` and `cleaners`."
+                    "publishes, keeping `weight` and `cleaners`; for RedPajama, `llama-paper redpajama-mixture "
+                    "urls.txt --output my_mixture.yaml` writes that mixture."
                 ) from err
             if self.config.text_field not in (self._dataset.column_names or [self.config.text_field]):
                 raise ValueError(f"Source {self.config.name!r}: the dataset has no column {self.config.text_field!r} "
