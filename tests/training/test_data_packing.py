@@ -56,6 +56,18 @@ def test_packing_loses_and_repeats_no_token_across_epochs(tmp_path, sp):
     assert stats["epochs"] == pytest.approx(3700 / epoch_tokens, abs=1 / 30)
 
 
+def test_epochs_count_the_consumed_part_of_a_long_document(tmp_path, sp):
+    """A run that has read half of a source's only document (a book) has done half an epoch, not 0."""
+    (tmp_path / "book.txt").write_text(" ".join(["river"] * 400))
+    mix = load_mixture({"base_dir": str(tmp_path), "sources": [{"name": "book", "path": "book.txt"}]})
+    stream = PackedStream(mix, sp, seq_len=50, batch_docs=1)
+    length = len(reference_stream(sp, [(tmp_path / "book.txt").read_text()]))
+    stream.next_batch(2)
+    assert stream.stats()["book"]["epochs"] == pytest.approx(100 / length)
+    stream.next_batch(length // 50)  # past the end: one full epoch, then part of the second
+    assert stream.stats()["book"]["epochs"] == pytest.approx(100 / length + (length // 50) * 50 / length)
+
+
 def test_shuffled_epochs_contain_every_document_exactly_once(tmp_path, sp):
     docs = write_source(tmp_path / "d.jsonl", WORDS["art"], 50, seed=2)
     mix = load_mixture({"base_dir": str(tmp_path), "sources": [{"name": "d", "path": "d.jsonl"}]})

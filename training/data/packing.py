@@ -108,7 +108,11 @@ class SourceCursor:
         """Passes over the source so far (Table 1's "epochs"); None while a stream's length is still unknown."""
         epoch, doc = self.position()
         length = self.epoch_length or self.reader.num_documents(self.split)
-        return epoch + doc / length if length else (float(epoch) if epoch else None)
+        if not length:
+            return float(epoch) if epoch else None
+        # The consumed part of the head document counts too: a short run inside one long book is not 0 epochs.
+        within = self.offset / len(self._pending[0][2]) if self._pending else 0.0
+        return epoch + (doc + within) / length
 
     def state_dict(self) -> dict[str, Any]:
         """Counters only: where the stream stands and what it has consumed."""
