@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import sys
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -52,6 +53,12 @@ def build_accelerator(gradient_accumulation_steps: int = 1, mixed_precision: str
     # Our values win over the accelerate config file's: the DeepSpeed plugin reads these at construction.
     os.environ["ACCELERATE_GRADIENT_ACCUMULATION_STEPS"] = str(gradient_accumulation_steps)
     os.environ["ACCELERATE_GRADIENT_CLIPPING"] = str(max_grad_norm)
+    launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION")  # set by `accelerate launch` from its config
+    if launcher_precision and launcher_precision != mixed_precision:
+        warnings.warn(f"The accelerate config asks for mixed_precision={launcher_precision}, the run config for "
+                      f"{mixed_precision}; using {mixed_precision}. Set `mixed_precision: {launcher_precision}` in the "
+                      f"run config (or --mixed-precision {launcher_precision}) to use the launcher's.",
+                      UserWarning, stacklevel=2)
     # A fresh state per run (tests build several runs in one process; a launched job builds exactly one).
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
