@@ -83,24 +83,19 @@ def read_params(input_dir: Path) -> dict:
                 f"{path} has no {key!r}; Meta's params.json always does (dim, n_heads, n_layers, norm_eps)."
             )
     for key, value in params.items():
-        kind = _PARAM_KINDS.get(key)
-        if kind is not None and value is not None and not _is_kind(value, kind):
+        types = _INTEGER if key in _INTEGER_FIELDS else _NUMBER if key in _NUMBER_FIELDS else None
+        # JSON true/false load as bool, a subclass of int: never a valid size.
+        if types and value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+            kind = "an integer" if types is _INTEGER else "a number"
             raise ValueError(f"{path}: {key} = {value!r} is not {kind}; restore the params.json shipped with the "
                              "checkpoint.")
     return params
 
 
-# Types of the params.json fields Meta's releases use (vocab_size is -1 in LLaMA 1: "take it from the tokenizer").
-_PARAM_KINDS = {"dim": "an integer", "n_heads": "an integer", "n_layers": "an integer", "n_kv_heads": "an integer",
-                "vocab_size": "an integer", "multiple_of": "an integer", "norm_eps": "a number",
-                "rope_theta": "a number", "ffn_dim_multiplier": "a number"}
-
-
-def _is_kind(value: object, kind: str) -> bool:
-    """Whether a JSON value is an integer / a number (booleans are neither)."""
-    if isinstance(value, bool):
-        return False
-    return isinstance(value, int) if kind == "an integer" else isinstance(value, (int, float))
+# The params.json fields Meta's releases use (vocab_size is -1 in LLaMA 1: "take it from the tokenizer").
+_INTEGER_FIELDS = {"dim", "n_heads", "n_layers", "n_kv_heads", "vocab_size", "multiple_of"}
+_NUMBER_FIELDS = {"norm_eps", "rope_theta", "ffn_dim_multiplier"}
+_INTEGER, _NUMBER = (int,), (int, float)
 
 
 def find_tokenizer(input_dir: Path, tokenizer: str | os.PathLike | None) -> Path:

@@ -58,8 +58,9 @@ def redpajama_mixture(listing: str | os.PathLike, output: str | os.PathLike, ove
     folders = {source["config"]: source for source in paper["sources"]}
     files = list_files(listing)
     grouped: dict[str, list[str]] = {folder: [] for folder in folders}
+    known = set(folders)
     for entry in files:
-        folder = source_folder(entry, set(folders))
+        folder = source_folder(entry, known)
         if folder is not None:
             grouped[folder].append(entry)
     missing = [folder for folder, entries in grouped.items() if not entries]
