@@ -41,6 +41,16 @@ class LlamaPaperRotary(nn.Module):
         # after `from_pretrained`, which otherwise leaves meta-device garbage here.
         self.register_buffer("inv_freq", rope_inv_freq(head_dim, theta), persistent=False)
 
+    def _apply(self, fn, recurse: bool = True):
+        """Casts (`model.to(torch.bfloat16)`, DeepSpeed's `.bfloat16()`) move inv_freq but keep it float32."""
+        super()._apply(fn, recurse)
+        if self.inv_freq.dtype != torch.float32:
+            # Recomputed, not upcast: bf16-rounded frequencies are too coarse. Keeping the buffer float32 also keeps
+            # forward from rebuilding it each step, which torch.compile fuses into every layer's rotary kernel
+            # (arange + pow per element: ~6% of a compiled 1B step on an H200, benchmarks/RESULTS.md).
+            self.inv_freq = rope_inv_freq(self.head_dim, self.theta, device=self.inv_freq.device)
+        return self
+
     @torch.no_grad()
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x only supplies device and dtype; position_ids is (B, T)."""

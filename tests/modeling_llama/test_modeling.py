@@ -163,6 +163,22 @@ def test_rotary_angles_stay_float32_under_bf16():
     assert (cos[0, :, :8].double() - exact).abs().max() < 1e-2
 
 
+def test_casts_keep_the_rotary_frequencies_float32_so_forward_never_rebuilds_them(monkeypatch, tmp_path):
+    import modeling_llama.rotary as rotary
+
+    ours = tiny().to(torch.bfloat16)
+    inv_freq = ours.model.rotary_emb.inv_freq
+    assert inv_freq.dtype == torch.float32 and torch.equal(inv_freq, rotary.rope_inv_freq(16, 10000.0))
+    ours.save_pretrained(tmp_path)
+    loaded = LlamaPaperForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert loaded.model.rotary_emb.inv_freq.dtype == torch.float32
+    # Rebuilding inv_freq inside forward is what torch.compile fused into every layer's rotary kernel.
+    monkeypatch.setattr(rotary, "rope_inv_freq", lambda *a, **k: pytest.fail("forward rebuilt inv_freq"))
+    for model in (ours, loaded):
+        with torch.no_grad():
+            model(torch.randint(3, VOCAB, (1, 8)))
+
+
 def test_activation_checkpointing_gives_the_same_gradients():
     ours = tiny().train()
     x = torch.randint(3, VOCAB, (2, 12))
