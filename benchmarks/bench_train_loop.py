@@ -8,7 +8,7 @@ demo corpus, batch 16, fp32, AdamW(0.9, 0.95), wd 0.1, clip 1.0, warm-up then co
 Throughput is measured at steady state: tokens/s over steps (--skip, --steps], start-up, evaluation and saving
 excluded. Prints both and the ratio ours / Trainer (> 1: we are faster): the median over --repeats of the ratio
 within each repeat (the two runs of a repeat are back to back, so they share the machine's load; on a shared
-machine this is far steadier than comparing medians of throughputs).
+machine this is far steadier than comparing medians of throughputs); the order alternates between repeats.
 
     python benchmarks/bench_train_loop.py [--preset tiny] [--steps 60] [--skip 10] [--repeats 5] [--threads 1]
                                           [--compile]
@@ -100,8 +100,14 @@ def main() -> None:
         run = RunConfig(model_preset=args.preset, tokenizer=str(folder), seq_len=SEQ_LEN, micro_batch_size=BATCH,
                         max_steps=args.steps, log_steps=args.skip, tensorboard=False, eval_max_batches=1,
                         sample_tokens=0, compile=args.compile, output_dir=str(work / f"ours-{repeat}"))
-        ours.append(run_ours(run, args.skip))
-        theirs.append(run_trainer(run, tokenizer, args.skip))
+        # Alternate which loop goes first: the first run of a process pays warm-up (allocator, caches) that the
+        # second does not.
+        if repeat % 2 == 0:
+            ours.append(run_ours(run, args.skip))
+            theirs.append(run_trainer(run, tokenizer, args.skip))
+        else:
+            theirs.append(run_trainer(run, tokenizer, args.skip))
+            ours.append(run_ours(run, args.skip))
         print(f"repeat {repeat}: ours {ours[-1]:,.0f} tokens/s, Trainer {theirs[-1]:,.0f} tokens/s, "
               f"ratio {ours[-1] / theirs[-1]:.2f}", flush=True)
     a, b = statistics.median(ours), statistics.median(theirs)

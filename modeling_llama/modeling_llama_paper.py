@@ -88,6 +88,10 @@ def eager_attention_forward(
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
 
+# Attention implementations that apply causal masking themselves when given no mask (module.is_causal).
+IS_CAUSAL_ATTENTION = frozenset({"sdpa", "flash_attention_2", "flash_attention_3"})
+
+
 class LlamaPaperAttention(nn.Module):
     """Causal multi-head (or grouped-query) self-attention with rotary q/k and no biases."""
 
@@ -218,17 +222,25 @@ class LlamaPaperModel(LlamaPaperPreTrainedModel):
             inputs_embeds = self.embed_tokens(input_ids)
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
+        plain_causal = attention_mask is None and position_ids is None  # no padding, no packed-document positions
         if position_ids is None:
             # generate() passes position ids from the attention mask (left padding); here we count from the cache.
             past = cache.get_seq_length() if cache is not None else 0
             position_ids = (torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past).unsqueeze(0)
-        mask = create_causal_mask(
-            config=self.config,
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            cache=cache,
-            position_ids=position_ids,
-        )
+            plain_causal = plain_causal and isinstance(past, int) and past == 0  # (a StaticCache's is a tensor)
+        if plain_causal and self.config._attn_implementation in IS_CAUSAL_ATTENTION:
+            # The kernel's own causal masking (is_causal=True). create_causal_mask would return None here too, except
+            # under torch.compile on torch < 2.14, where it builds a (B, 1, T, T) mask: SDPA's kernels then visit all
+            # T x T blocks instead of skipping the masked half (attention is ~24% of a compiled 1B step on a GPU).
+            mask = None
+        else:
+            mask = create_causal_mask(
+                config=self.config,
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                cache=cache,
+                position_ids=position_ids,
+            )
         hidden_states = inputs_embeds
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
         for layer in self.layers:

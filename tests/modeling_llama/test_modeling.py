@@ -179,6 +179,40 @@ def test_casts_keep_the_rotary_frequencies_float32_so_forward_never_rebuilds_the
             model(torch.randint(3, VOCAB, (1, 8)))
 
 
+def test_unpadded_sdpa_forward_uses_the_kernels_causal_mask_even_under_torch_compile(monkeypatch):
+    import transformers.masking_utils
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    seen = []
+    sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
+
+    def probe(module, q, k, v, mask, **kwargs):
+        seen.append(mask)
+        return sdpa(module, q, k, v, mask, **kwargs)
+
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "sdpa", probe)
+    ours = tiny()
+    x = torch.randint(3, VOCAB, (2, 12))
+    with torch.no_grad():
+        eager_logits = ours(x, use_cache=False).logits
+        # What torch.compile does on torch < 2.14 (dynamo turns is_exporting() into True): create_causal_mask then
+        # builds a (B, 1, T, T) mask, which keeps SDPA off its causal kernels; the model must not ask for one.
+        monkeypatch.setattr(transformers.masking_utils, "is_torchdynamo_exporting", lambda: True)
+        seen.clear()
+        logits = ours(x, use_cache=False).logits
+        assert seen and all(mask is None for mask in seen)
+        assert torch.equal(logits, eager_logits)
+        # A padding mask, packed-document positions or a filled cache still get their mask, causal included.
+        seen.clear()
+        ours(x, attention_mask=torch.ones_like(x), use_cache=False)
+        assert seen[0] is not None and seen[0].shape == (2, 1, 12, 12) and not seen[0][0, 0, 0, 1]
+        seen.clear()
+        positions = torch.cat([torch.arange(6), torch.arange(6)])[None].expand(2, -1)
+        packed = ours(x, position_ids=positions, use_cache=False).logits
+        assert seen[0] is not None and not seen[0][0, 0, 6, 5]  # the second document does not see the first
+        assert torch.allclose(packed[:, 6:], ours(x[:, 6:], use_cache=False).logits, atol=1e-5)
+
+
 def test_activation_checkpointing_gives_the_same_gradients():
     ours = tiny().train()
     x = torch.randint(3, VOCAB, (2, 12))
