@@ -7,12 +7,13 @@
 #       --platform manylinux2014_x86_64 -d .whl transformers==5.24.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19
 # ), so the device call is:  run(command="bash benchmarks/gpu_checks.sh", carry=[".whl"], timeout_s=540)
 # Steps, each under its own time limit, results in $OUT (at most 8 files come back):
-#   1. benchmarks/gpu_mfu.py: the 1B preset, bf16, SDPA, 4 x 2048 tokens, eager and torch.compile (MFU goal >= 50%),
+#   1. benchmarks/gpu_mfu.py: the 1B preset, bf16, SDPA, 4 x 2048 tokens, eager and torch.compile (MFU goal >= 50%)
+#      with a kernel-family profile of each,
 #      then compiled at 16 x 2048, then eager with full and selective activation checkpointing (memory/speed);
 #   2. our training loop itself (`python -m training.pretrain`) on the same model and batch, bf16 autocast, compiled,
 #      on the shipped corpus: its metrics.jsonl carries the tokens/s and MFU it logs.
-# About 6.5 minutes of wall time on one H200 (2026-11-27: the first version, steps 1a and 2 only, took 275 s).
-# GPU_CHECKS_SMOKE=1 runs the same steps on CPU with the tiny preset (checks the script itself; ~5 min, no GPU).
+# About 6.5 minutes of wall time on one H200 (2026-11-27: the first version, only the 4 x 2048 comparison and step 2, took 275 s).
+# GPU_CHECKS_SMOKE=1 runs the same steps on CPU with the tiny preset (checks the script itself; ~3 min, no GPU).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -32,7 +33,7 @@ else
     model=(--set model_preset=1B --set seq_len=2048 --mixed-precision bf16)
 fi
 status=0
-timeout 200 "${mfu[@]}" --batch 4 --steps 10 --warmup 3 2>&1 | tee "$OUT/gpu_mfu.txt" || status=1
+timeout 200 "${mfu[@]}" --batch 4 --steps 10 --warmup 3 --profile 2>&1 | tee "$OUT/gpu_mfu.txt" || status=1
 timeout 120 "${mfu[@]}" --batch 16 --steps 6 --warmup 3 --no-eager 2>&1 | tee "$OUT/gpu_mfu_b16.txt" || status=1
 for mode in full selective; do
     timeout 60 "${mfu[@]}" --batch 4 --steps 6 --warmup 2 --no-compile --activation-checkpointing $mode 2>&1 \
