@@ -12,7 +12,8 @@
 #      then compiled at 16 x 2048, then eager with full and selective activation checkpointing (memory/speed);
 #   2. our training loop itself (`python -m training.pretrain`) on the same model and batch, bf16 autocast, compiled,
 #      on the shipped corpus: its metrics.jsonl carries the tokens/s and MFU it logs.
-# About 6.5 minutes of wall time on one H200 (2026-11-27: the first version, only the 4 x 2048 comparison and step 2, took 275 s).
+# About 6.5 minutes of wall time on one H200 (2026-11-27: the first version, only the 4 x 2048 comparison and
+# step 2, took 275 s).
 # GPU_CHECKS_SMOKE=1 runs the same steps on CPU with the tiny preset (checks the script itself; ~3 min, no GPU).
 set -uo pipefail
 cd "$(dirname "$0")/.."
