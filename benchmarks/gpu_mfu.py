@@ -148,7 +148,8 @@ def main() -> None:
     # gap is the chip's own (clocks, power) rather than our model's.
     ceiling = matmul_ceiling(torch.device(args.device)) if args.device == "cuda" else None
     if ceiling:
-        print(f"measured 8192^3 bf16 matmul: {ceiling / 1e12:.0f} TFLOP/s ({ceiling / peak:.0%} of the data-sheet peak)")
+        share = f" ({ceiling / peak:.0%} of the data-sheet peak)" if peak else ""
+        print(f"measured 8192^3 bf16 matmul: {ceiling / 1e12:.0f} TFLOP/s{share}")
     print("| mode | tokens/s | model TFLOP/s | MFU | of measured matmul | peak memory | vs eager |\n"
           "|---|---|---|---|---|---|---|")
     for mode, (tokens_per_s, peak_gib) in rows:  # (each measure() freed its model on return)

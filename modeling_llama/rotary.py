@@ -8,6 +8,8 @@ cast to the activation dtype only at the end.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -41,7 +43,7 @@ class LlamaPaperRotary(nn.Module):
         # after `from_pretrained`, which otherwise leaves meta-device garbage here.
         self.register_buffer("inv_freq", rope_inv_freq(head_dim, theta), persistent=False)
 
-    def _apply(self, fn, recurse: bool = True):
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> LlamaPaperRotary:
         """Casts (`model.to(torch.bfloat16)`, DeepSpeed's `.bfloat16()`) move inv_freq but keep it float32."""
         super()._apply(fn, recurse)
         if self.inv_freq.dtype != torch.float32:
