@@ -39,7 +39,7 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 
 class MetricsLogger:
-    """Writes metrics on the main process; on resume keeps only the records up to the resumed step."""
+    """Writes metrics on the main process; on resume keeps only the records up to the resumed step (both sinks)."""
 
     def __init__(self, accelerator, output_dir: str | Path, total_steps: int, start_step: int = 0,
                  use_tracker: bool = False, tracker_config: dict | None = None):
@@ -51,7 +51,10 @@ class MetricsLogger:
         if use_tracker:
             # Flattened scalars only: TensorBoard's hparams accept int/float/str/bool.
             config = {k: v for k, v in (tracker_config or {}).items() if isinstance(v, (int, float, str, bool))}
-            accelerator.init_trackers("tensorboard", config=config)
+            # On resume, TensorBoard hides the points an interrupted run logged after its checkpoint (purge_step:
+            # events at steps >= it, in earlier event files of the folder), so the curve is not drawn twice.
+            writer_kwargs = {"purge_step": start_step + 1} if start_step else {}
+            accelerator.init_trackers("tensorboard", config=config, init_kwargs={"tensorboard": writer_kwargs})
         if self.is_main:
             # The tracker and this file are resumed from the checkpoint's step (never the other way round): drop
             # records the interrupted run wrote after its last checkpoint, they will be written again.

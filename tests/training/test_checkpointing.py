@@ -143,3 +143,28 @@ def test_consolidating_a_folder_that_is_no_checkpoint_is_a_clear_error(tmp_path,
     assert llama_paper(["pretrain", "--consolidate", str(tmp_path / "missing"), "--output-dir",
                         str(tmp_path / "out")]) == 2
     assert "not a checkpoint folder" in capsys.readouterr().err
+
+
+def _tensorboard_losses(folder):
+    """(step, loss) pairs as TensorBoard shows them (its reader applies the purge a resumed run asks for)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder / "tensorboard"))  # the scalars' event files (hparams live in subfolders)
+    events.Reload()
+    return [(event.step, event.value) for event in events.Scalars("loss")]
+
+
+def test_resume_hides_the_tensorboard_points_logged_after_the_checkpoint(tmp_path):
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    pretrain(_run(out, max_steps=12, save_steps=4, log_steps=2, tensorboard=True))
+    first = _tensorboard_losses(out)
+    assert [step for step, _ in first] == list(range(2, 13, 2))
+    # As if the run had been killed after step 12 with checkpoint-8 its last: resume from there.
+    shutil.rmtree(out / "checkpoint-12")
+    time.sleep(1.1)  # a second event file (TensorBoard names them by the second)
+    pretrain(_run(out, max_steps=12, save_steps=4, log_steps=2, tensorboard=True), resume="latest")
+    assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 2
+    resumed = _tensorboard_losses(out)
+    assert [step for step, _ in resumed] == list(range(2, 13, 2))  # steps 10 and 12 once, not twice
+    assert [loss for _, loss in resumed] == pytest.approx([loss for _, loss in first])
