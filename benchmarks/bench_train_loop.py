@@ -1,4 +1,6 @@
-"""Training throughput of our loop (`training.pretrain`) vs `transformers.Trainer`, same model, data and batch, CPU.
+"""Training throughput of our loop (`training.pretrain`) vs `transformers.Trainer`, same model, data and batch.
+
+On CPU by default (the issue's goal); on a CUDA machine both loops run on the GPU (`--mixed-precision bf16` there).
 
 Both train the same freshly initialised LlamaPaperForCausalLM (same seed) on the same packed 128-token rows of the
 demo corpus, batch 16, fp32, AdamW(0.9, 0.95), wd 0.1, clip 1.0, warm-up then cosine, one process:
@@ -11,7 +13,7 @@ within each repeat (the two runs of a repeat are back to back, so they share the
 machine this is far steadier than comparing medians of throughputs); the order alternates between repeats.
 
     python benchmarks/bench_train_loop.py [--preset tiny] [--steps 60] [--skip 10] [--repeats 5] [--threads 1]
-                                          [--compile]
+                                          [--compile] [--mixed-precision bf16]
 
 --compile compiles the model in both loops (ours: `compile: true`; Trainer: `torch_compile=True`); compilation
 happens in the first steps, which --skip excludes.
@@ -59,8 +61,12 @@ def run_trainer(run: RunConfig, tokenizer, skip: int) -> float:
     dataset = Dataset.from_dict({"input_ids": rows})
     times = {}
 
+    cuda = torch.cuda.is_available()
+
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
+            if cuda:  # the step's kernels may still be queued; ours syncs on the loss every step
+                torch.cuda.synchronize()
             times[state.global_step] = time.perf_counter()
 
     warmup = run.resolved_warmup_steps()
@@ -68,8 +74,9 @@ def run_trainer(run: RunConfig, tokenizer, skip: int) -> float:
         output_dir=tempfile.mkdtemp(), max_steps=run.max_steps, per_device_train_batch_size=BATCH,
         learning_rate=run.learning_rate, weight_decay=0.1, adam_beta1=0.9, adam_beta2=0.95, max_grad_norm=1.0,
         lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": 0.1}, warmup_steps=warmup,
-        logging_steps=run.log_steps, save_strategy="no", report_to="none", use_cpu=True, dataloader_num_workers=0,
-        seed=run.seed, disable_tqdm=True, torch_compile=run.compile)
+        logging_steps=run.log_steps, save_strategy="no", report_to="none", use_cpu=not cuda,
+        dataloader_num_workers=0, seed=run.seed, disable_tqdm=True, torch_compile=run.compile,
+        bf16=run.mixed_precision == "bf16")
     tokenizer.pad_token = tokenizer.eos_token
     trainer = Trainer(model=build_model(run, tokenizer), args=args, train_dataset=dataset,
                       data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), processing_class=tokenizer,
@@ -87,6 +94,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscribing shared cores)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model in both loops")
+    parser.add_argument("--mixed-precision", choices=("no", "bf16"), default="no",
+                        help="bf16 autocast in both loops (for a GPU; both run on CUDA when there is one)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from transformers import AutoTokenizer
@@ -99,7 +108,8 @@ def main() -> None:
     for repeat in range(args.repeats):
         run = RunConfig(model_preset=args.preset, tokenizer=str(folder), seq_len=SEQ_LEN, micro_batch_size=BATCH,
                         max_steps=args.steps, log_steps=args.skip, tensorboard=False, eval_max_batches=1,
-                        sample_tokens=0, compile=args.compile, output_dir=str(work / f"ours-{repeat}"))
+                        sample_tokens=0, compile=args.compile,
+                        mixed_precision=args.mixed_precision, output_dir=str(work / f"ours-{repeat}"))
         # Alternate which loop goes first: the first run of a process pays warm-up (allocator, caches) that the
         # second does not.
         if repeat % 2 == 0:
@@ -112,7 +122,9 @@ def main() -> None:
               f"ratio {ours[-1] / theirs[-1]:.2f}", flush=True)
     a, b = statistics.median(ours), statistics.median(theirs)
     ratio = statistics.median(x / y for x, y in zip(ours, theirs, strict=True))
-    print(f"\nmachine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    print(f"\nmachine: {platform.machine()}, {device}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"mixed precision {args.mixed_precision}")
     print(f"model preset {args.preset}, batch {BATCH} x {SEQ_LEN} tokens, steps {args.skip}..{args.steps}, "
           f"compiled: {args.compile}")
     print(f"| loop | tokens/s (median of {args.repeats}) | ratio vs Trainer (median of per-repeat ratios) |")

@@ -11,8 +11,9 @@
 #      with a kernel-family profile of each,
 #      then compiled at 16 x 2048, then eager with full and selective activation checkpointing (memory/speed);
 #   2. our training loop itself (`python -m training.pretrain`) on the same model and batch, bf16 autocast, compiled,
-#      on the shipped corpus: its metrics.jsonl carries the tokens/s and MFU it logs.
-# About 6.5 minutes of wall time on one H200 (2026-11-27: the first version, only the 4 x 2048 comparison and
+#      on the shipped corpus: its metrics.jsonl carries the tokens/s and MFU it logs;
+#   3. benchmarks/bench_train_loop.py on the GPU (tiny preset, bf16): our loop vs Trainer where per-step host work shows.
+# About 7.5 minutes of wall time on one H200 (2026-11-27: the first version, only the 4 x 2048 comparison and
 # step 2, took 275 s).
 # GPU_CHECKS_SMOKE=1 runs the same steps on CPU with the tiny preset (checks the script itself; ~3 min, no GPU).
 set -uo pipefail
@@ -28,10 +29,12 @@ python3 -c "import sys, torch, transformers; print(sys.version.split()[0], 'torc
 if [ "${GPU_CHECKS_SMOKE:-0}" = 1 ]; then  # the same steps on CPU, tiny model
     mfu=(python3 benchmarks/gpu_mfu.py --device cpu --dtype fp32 --preset tiny --seq-len 128)
     model=(--set model_preset=tiny --set seq_len=128 --mixed-precision no)
+    versus=(--repeats 1 --steps 12 --skip 4)
 else
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee -a "$OUT/env.txt"
     mfu=(python3 benchmarks/gpu_mfu.py --preset 1B --seq-len 2048)
     model=(--set model_preset=1B --set seq_len=2048 --mixed-precision bf16)
+    versus=(--repeats 2 --steps 100 --skip 20 --mixed-precision bf16)
 fi
 status=0
 timeout 200 "${mfu[@]}" --batch 4 --steps 10 --warmup 3 --profile 2>&1 | tee "$OUT/gpu_mfu.txt" || status=1
@@ -45,4 +48,5 @@ timeout 200 python3 -m training.pretrain --preset demo --output-dir /tmp/gpu-loo
     --save-steps 0 --compile "${model[@]}" --set micro_batch_size=4 --set gradient_accumulation_steps=1 \
     --set eval_max_batches=2 --set tensorboard=false --set max_shard_size=5GB 2>&1 | tee "$OUT/gpu_loop.txt" || status=1
 cp /tmp/gpu-loop/metrics.jsonl /tmp/gpu-loop/run_info.json "$OUT/" 2>/dev/null
+timeout 120 python3 benchmarks/bench_train_loop.py "${versus[@]}" 2>&1 | tee "$OUT/loop_vs_trainer.txt" || status=1
 exit $status
