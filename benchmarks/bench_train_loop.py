@@ -110,14 +110,11 @@ def main() -> None:
                         max_steps=args.steps, log_steps=args.skip, tensorboard=False, eval_max_batches=1,
                         sample_tokens=0, compile=args.compile,
                         mixed_precision=args.mixed_precision, output_dir=str(work / f"ours-{repeat}"))
+        loops = [(ours, lambda: run_ours(run, args.skip)), (theirs, lambda: run_trainer(run, tokenizer, args.skip))]
         # Alternate which loop goes first: the first run of a process pays warm-up (allocator, caches) that the
         # second does not.
-        if repeat % 2 == 0:
-            ours.append(run_ours(run, args.skip))
-            theirs.append(run_trainer(run, tokenizer, args.skip))
-        else:
-            theirs.append(run_trainer(run, tokenizer, args.skip))
-            ours.append(run_ours(run, args.skip))
+        for results, measure in loops if repeat % 2 == 0 else loops[::-1]:
+            results.append(measure())
         print(f"repeat {repeat}: ours {ours[-1]:,.0f} tokens/s, Trainer {theirs[-1]:,.0f} tokens/s, "
               f"ratio {ours[-1] / theirs[-1]:.2f}", flush=True)
     a, b = statistics.median(ours), statistics.median(theirs)
