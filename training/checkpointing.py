@@ -125,7 +125,10 @@ def resolve_resume(resume: str | bool | None, output_dir: str | Path) -> Path | 
 
 
 class GracefulStop:
-    """SIGTERM/SIGINT set a flag instead of killing; the loop saves a checkpoint and exits. A second signal kills."""
+    """SIGTERM/SIGINT set `requested` instead of killing; the loop saves a checkpoint and exits. A second signal kills.
+
+    The loop reduces the flag over processes with the step's other scalars, so that all ranks stop at the same step.
+    """
 
     def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)):
         self.requested: str | None = None
@@ -139,13 +142,6 @@ class GracefulStop:
     def _handle(self, signum, frame) -> None:
         self.requested = signal.Signals(signum).name
         signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))  # a second signal acts normally
-
-    def should_stop(self, accelerator) -> bool:
-        """Whether any process got a signal (collective in multi-process runs so that all ranks stop together)."""
-        flag = torch.tensor([1.0 if self.requested else 0.0], device=accelerator.device)
-        if accelerator.num_processes > 1:
-            flag = accelerator.reduce(flag, reduction="sum")
-        return bool(flag.item() > 0)
 
     def restore(self) -> None:
         """Put the previous handlers back."""

@@ -42,7 +42,7 @@ UNIGRAM_MAX_DOCUMENTS = 20000  # the unigram baseline is fitted on at most this 
 
 
 class NonFiniteLossError(RuntimeError):
-    """Raised after `max_nonfinite_steps` optimizer steps in a row had a non-finite loss."""
+    """Raised after `max_nonfinite_steps` optimizer steps in a row had a non-finite loss or gradient norm."""
 
 
 def resolve_mixture_path(name: str) -> Path:
@@ -102,12 +102,33 @@ def _all_finite(accelerator, loss: torch.Tensor) -> bool:
     return bool(flag.item() == 1.0)
 
 
-def _grad_norm_value(norm) -> float | None:
-    if norm is None:
-        return None
-    if hasattr(norm, "full_tensor"):  # FSDP2 returns a DTensor
-        norm = norm.full_tensor()
-    return float(norm)
+def _checks_losses_before_backward(accelerator) -> bool:
+    """Whether a non-finite loss must be caught before its backward pass rather than once after the step's last one.
+
+    DeepSpeed's engine steps inside `accelerator.backward`, and a GradScaler (fp16) must not have its gradients unscaled
+    by the clip of a step that is then dropped; everywhere else the check waits for the end of the step.
+    """
+    from accelerate.utils import DistributedType
+    return accelerator.distributed_type == DistributedType.DEEPSPEED or accelerator.scaler is not None
+
+
+def _step_values(accelerator, losses: torch.Tensor, grad_norm, stop_requested: bool) -> tuple[float, bool, float | None, bool]:
+    """(mean loss, whether every loss was finite, gradient norm, whether any process got a signal) in one host sync.
+
+    Every `.item()` of a GPU tensor waits for all queued kernels; folding the step's scalars into one tensor (and one
+    all-reduce across processes) leaves a single wait per optimizer step.
+    """
+    stats = torch.stack([losses.mean(), torch.isfinite(losses).all().float(),
+                         torch.tensor(float(stop_requested), device=losses.device)])
+    if accelerator.num_processes > 1:
+        stats = accelerator.reduce(stats.to(accelerator.device), reduction="mean")
+    if hasattr(grad_norm, "full_tensor"):  # FSDP2 returns a DTensor
+        grad_norm = grad_norm.full_tensor()
+    if isinstance(grad_norm, torch.Tensor):  # already global: DDP/FSDP reduce gradients before the norm
+        stats = torch.cat([stats, grad_norm.detach().float().reshape(1).to(stats.device)])
+    values = stats.tolist()
+    norm = values[3] if len(values) > 3 else (None if grad_norm is None else float(grad_norm))
+    return values[0], values[1] == 1.0, norm, values[2] > 0
 
 
 def _sharded(accelerator) -> bool:
@@ -193,6 +214,7 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
     micro = run.micro_batch_size
     stop = GracefulStop()
     stopped_by = None
+    early_checks = _checks_losses_before_backward(accelerator)
 
     def trainer_state() -> dict:
         return {"step": step, "tokens_seen": tokens_seen, "nonfinite_in_a_row": nonfinite_in_a_row,
@@ -209,23 +231,29 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
             batch = global_batch[rank * micro:(rank + 1) * micro].to(accelerator.device)
             with accelerator.accumulate(model):
                 loss = compute_loss(model, batch)
-                if not skipped and _all_finite(accelerator, loss):
-                    accelerator.backward(loss)
-                else:
+                if early_checks and (skipped or not _all_finite(accelerator, loss)):
                     skipped = True
+                else:
+                    accelerator.backward(loss)
             losses.append(loss.detach().float())
-        if skipped:
+        grad_norm = None if skipped else accelerator.clip_grad_norm_(model.parameters(), run.max_grad_norm)
+        step_loss, losses_finite, grad_norm, should_stop = _step_values(accelerator, torch.stack(losses), grad_norm,
+                                                                        stop.requested is not None)
+        # Without a loss scaler a non-finite gradient norm (finite loss, overflow in backward) must not reach the
+        # weights either; with one, the scaler skips that update itself and lowers its scale.
+        bad_norm = not early_checks and grad_norm is not None and not math.isfinite(grad_norm)
+        if skipped or not losses_finite or bad_norm:
             # Drop this step's gradients: no update, but the step (data, schedule) is consumed.
             optimizer.zero_grad(set_to_none=True)
             engine = getattr(accelerator, "deepspeed_engine_wrapped", None)
             if engine is not None:
                 engine.engine.zero_grad()
             nonfinite_in_a_row += 1
-            warnings.warn(f"step {step}: non-finite loss; update skipped ({nonfinite_in_a_row} in a row, "
+            what = "non-finite loss" if skipped or not losses_finite else f"non-finite gradient norm ({grad_norm})"
+            warnings.warn(f"step {step}: {what}; update skipped ({nonfinite_in_a_row} in a row, "
                           f"limit {run.max_nonfinite_steps}).", RuntimeWarning, stacklevel=1)
             grad_norm = None
         else:
-            grad_norm = _grad_norm_value(accelerator.clip_grad_norm_(model.parameters(), run.max_grad_norm))
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             nonfinite_in_a_row = 0
@@ -235,11 +263,8 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
         step += 1
         tokens_seen += tokens_per_step
         window_tokens += tokens_per_step
-        step_loss = torch.stack(losses).mean()
-        if accelerator.num_processes > 1:
-            step_loss = accelerator.reduce(step_loss.to(accelerator.device), reduction="mean")
-        if math.isfinite(step_loss.item()):
-            window_loss += step_loss.item()
+        if math.isfinite(step_loss):
+            window_loss += step_loss
             window_steps += 1
         logger.advance()
         if step % run.log_steps == 0 or step == run.max_steps:
@@ -254,9 +279,8 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
         if nonfinite_in_a_row >= run.max_nonfinite_steps:
             logger.close()
             stop.restore()
-            raise NonFiniteLossError(f"{nonfinite_in_a_row} optimizer steps in a row had a non-finite loss (step "
-                                     f"{step}); lower the learning rate or use bf16 instead of fp16.")
-        should_stop = stop.should_stop(accelerator)
+            raise NonFiniteLossError(f"{nonfinite_in_a_row} optimizer steps in a row had a non-finite loss or "
+                                     f"gradient norm (step {step}); lower the learning rate or use bf16 instead of fp16.")
         if (run.save_steps and step % run.save_steps == 0) or should_stop:
             save_checkpoint(accelerator, output_dir, step, trainer_state(), run.keep_checkpoints,
                             model_config=model_config, tokenizer_dir=tokenizer_dir)

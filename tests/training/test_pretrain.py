@@ -18,7 +18,7 @@ from training.optimizer import lr_multiplier
 from training.pretrain import NonFiniteLossError, pretrain
 from training.run_config import RunConfig
 
-from .pretrain_helpers import tiny_run, tiny_tokenizer_dir
+from .pretrain_helpers import final_weights, tiny_run, tiny_tokenizer_dir
 
 STEPS = 160
 
@@ -137,6 +137,41 @@ def test_non_finite_loss_skips_the_update_and_stops_after_k_in_a_row(tmp_path, m
         pretrain(tiny_run(tmp_path / "b", max_steps=6, log_steps=1, max_nonfinite_steps=3))
 
 
+class _NanGradient(torch.autograd.Function):
+    """Identity forward, NaN backward: a finite loss whose gradients overflow."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
+
+
+def test_non_finite_gradients_of_a_finite_loss_skip_the_update(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    real = pretrain_module.compute_loss
+    calls, snapshots = [], []
+
+    def overflowing(model, batch):
+        calls.append(len(calls))
+        snapshots.append(next(model.parameters()).detach().clone())
+        loss = real(model, batch)
+        return _NanGradient.apply(loss) if len(calls) == 3 else loss
+
+    monkeypatch.setattr(pretrain_module, "compute_loss", overflowing)
+    with pytest.warns(RuntimeWarning, match="non-finite gradient norm"):
+        pretrain(tiny_run(tmp_path, max_steps=5, log_steps=1, max_nonfinite_steps=3, sample_tokens=0))
+    assert torch.equal(snapshots[2], snapshots[3])  # step 3 left the weights alone instead of writing NaN into them
+    assert not torch.equal(snapshots[3], snapshots[4])  # and training went on
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["grad_norm"] is None for r in records] == [False, False, True, False, False]
+    assert all(math.isfinite(r["loss"]) for r in records)  # the loss itself was finite and is logged
+    for name, tensor in final_weights(tmp_path).items():
+        assert torch.isfinite(tensor).all(), name
+
+
 def test_cli_defaults_to_the_demo_job_and_rejects_bad_keys(capsys):
     from training.pretrain import DEFAULT_PRESET
     demo = RunConfig.from_preset(DEFAULT_PRESET)
@@ -151,7 +186,6 @@ def test_cli_defaults_to_the_demo_job_and_rejects_bad_keys(capsys):
 
 
 def test_gradient_accumulation_matches_the_larger_batch(tmp_path):
-    from .pretrain_helpers import final_weights
     torch.set_num_threads(1)
     common = {"max_steps": 4, "log_steps": 1, "sample_tokens": 0, "eval_max_batches": 1}
     pretrain(tiny_run(tmp_path / "big", micro_batch_size=8, **common))
