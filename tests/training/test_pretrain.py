@@ -113,18 +113,24 @@ def test_metrics_and_run_info(trained):
     assert info["versions"]["torch"] == torch.__version__.split("+")[0] or info["versions"]["torch"] == torch.__version__
 
 
-def test_non_finite_loss_skips_the_update_and_stops_after_k_in_a_row(tmp_path, monkeypatch):
-    torch.set_num_threads(1)
+def _break_calls(monkeypatch, broken_calls: tuple[int, ...], breaker) -> list[torch.Tensor]:
+    """Make `compute_loss` call number n (1-based) in `broken_calls` return `breaker(loss)`; returns the snapshots
+    of the first parameter taken at the start of every call."""
     real = pretrain_module.compute_loss
-    calls, snapshots = [], []
+    snapshots = []
 
-    def flaky(model, batch):
-        calls.append(len(calls))
+    def broken(model, batch):
         snapshots.append(next(model.parameters()).detach().clone())
         loss = real(model, batch)
-        return loss * float("nan") if len(calls) in (3, 4) else loss
+        return breaker(loss) if len(snapshots) in broken_calls else loss
 
-    monkeypatch.setattr(pretrain_module, "compute_loss", flaky)
+    monkeypatch.setattr(pretrain_module, "compute_loss", broken)
+    return snapshots
+
+
+def test_non_finite_loss_skips_the_update_and_stops_after_k_in_a_row(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    snapshots = _break_calls(monkeypatch, (3, 4), lambda loss: loss * float("nan"))
     with pytest.warns(RuntimeWarning, match="non-finite loss; update skipped"):
         pretrain(tiny_run(tmp_path / "a", max_steps=6, log_steps=1, max_nonfinite_steps=3, sample_tokens=0))
     assert torch.equal(snapshots[2], snapshots[4])  # steps 3 and 4 changed nothing
@@ -132,7 +138,7 @@ def test_non_finite_loss_skips_the_update_and_stops_after_k_in_a_row(tmp_path, m
     records = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert [r["grad_norm"] is None for r in records] == [False, False, True, True, False, False]
 
-    monkeypatch.setattr(pretrain_module, "compute_loss", lambda model, batch: real(model, batch) * float("inf"))
+    _break_calls(monkeypatch, tuple(range(1, 7)), lambda loss: loss * float("inf"))
     with pytest.warns(RuntimeWarning), pytest.raises(NonFiniteLossError, match="3 optimizer steps in a row"):
         pretrain(tiny_run(tmp_path / "b", max_steps=6, log_steps=1, max_nonfinite_steps=3))
 
@@ -151,16 +157,7 @@ class _NanGradient(torch.autograd.Function):
 
 def test_non_finite_gradients_of_a_finite_loss_skip_the_update(tmp_path, monkeypatch):
     torch.set_num_threads(1)
-    real = pretrain_module.compute_loss
-    calls, snapshots = [], []
-
-    def overflowing(model, batch):
-        calls.append(len(calls))
-        snapshots.append(next(model.parameters()).detach().clone())
-        loss = real(model, batch)
-        return _NanGradient.apply(loss) if len(calls) == 3 else loss
-
-    monkeypatch.setattr(pretrain_module, "compute_loss", overflowing)
+    snapshots = _break_calls(monkeypatch, (3,), _NanGradient.apply)
     with pytest.warns(RuntimeWarning, match="non-finite gradient norm"):
         pretrain(tiny_run(tmp_path, max_steps=5, log_steps=1, max_nonfinite_steps=3, sample_tokens=0))
     assert torch.equal(snapshots[2], snapshots[3])  # step 3 left the weights alone instead of writing NaN into them
