@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 
 CHECKPOINT_PREFIX = "checkpoint-"
 TEMP_PREFIX = ".tmp-checkpoint-"
+ABANDONED_PREFIX = "abandoned-checkpoint-"
 TRAINER_STATE = "trainer_state.json"
 _CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 # What a run leaves in its output folder besides checkpoints; config.json marks a final (or any other) model there.
@@ -54,7 +55,7 @@ def earlier_run(output_dir: str | Path) -> list[Path]:
     if not output_dir.is_dir():
         return []
     return sorted(child for child in output_dir.iterdir()
-                  if child.name in RUN_ARTIFACTS or child.name.startswith((CHECKPOINT_PREFIX, TEMP_PREFIX)))
+                  if child.name in RUN_ARTIFACTS or child.name.startswith((CHECKPOINT_PREFIX, TEMP_PREFIX, ABANDONED_PREFIX)))
 
 
 def remove_paths(paths: list[Path]) -> None:
@@ -86,12 +87,42 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, trainer_stat
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if final.exists():
-            shutil.rmtree(final)
+            discard(final)
         temp.rename(final)
         for _, old in list_checkpoints(output_dir)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            discard(old)
     accelerator.wait_for_everyone()
     return final
+
+
+def discard(checkpoint: Path) -> None:
+    """Delete a checkpoint folder so that no kill can leave a half-deleted one that still looks complete.
+
+    It is renamed away from `checkpoint-<step>` first (a rename is atomic), then removed; a kill during the removal
+    leaves a `.tmp-` folder that resume ignores and --overwrite clears.
+    """
+    trash = checkpoint.with_name(f"{TEMP_PREFIX}discarded-{checkpoint.name}")
+    if trash.exists():
+        shutil.rmtree(trash)
+    checkpoint.rename(trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def set_aside_newer(output_dir: str | Path, step: int) -> list[Path]:
+    """Rename the checkpoints newer than `step` (an abandoned continuation) to `abandoned-checkpoint-<n>`.
+
+    Resuming from an older checkpoint starts a new future: left in place, the old newer checkpoints would outlive
+    the new ones in keep-K pruning and a later `--resume latest` would jump back onto the abandoned run.
+    """
+    moved = []
+    for number, path in list_checkpoints(output_dir):
+        if number > step:
+            target = path.with_name(f"{ABANDONED_PREFIX}{number}")
+            if target.exists():
+                shutil.rmtree(target)
+            path.rename(target)
+            moved.append(target)
+    return moved
 
 
 def load_checkpoint(accelerator, checkpoint_dir: str | Path) -> dict:

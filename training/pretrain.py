@@ -30,7 +30,8 @@ from modeling_llama.cli import USER_ERRORS
 
 from .accelerator import build_accelerator, configured_distribution, run_info, write_run_info
 from .activation_checkpointing import apply_activation_checkpointing
-from .checkpointing import GracefulStop, earlier_run, load_checkpoint, remove_paths, resolve_resume, save_checkpoint
+from .checkpointing import (TRAINER_STATE, GracefulStop, earlier_run, load_checkpoint, remove_paths, resolve_resume,
+                            save_checkpoint, set_aside_newer)
 from .heldout import evaluate_batches, token_byte_lengths, unigram_counts, unigram_loss
 from .metrics import MetricsLogger, model_flops_utilization, read_metrics
 from .model_card import write_model_card
@@ -39,6 +40,14 @@ from .run_config import RunConfig, available_presets, load_run_config
 
 DEFAULT_PRESET = "demo"
 UNIGRAM_MAX_DOCUMENTS = 20000  # the unigram baseline is fitted on at most this many training documents
+
+
+# Run-config keys a resumed run may change: bookkeeping, evaluation and implementation choices that leave the maths
+# of the updates alone. Changing any other key on resume would silently train a different run on the old state.
+RESUMABLE_CHANGES = frozenset({
+    "output_dir", "log_steps", "save_steps", "keep_checkpoints", "tensorboard", "max_shard_size", "eval_batch_size",
+    "eval_max_batches", "sample_prompt", "sample_tokens", "max_nonfinite_steps", "tokenizer_workers", "peak_tflops",
+    "compile", "attn_implementation", "activation_checkpointing", "max_steps"})
 
 
 class NonFiniteLossError(RuntimeError):
@@ -152,6 +161,43 @@ def check_output_dir(output_dir: Path, resume: str | bool | None, overwrite: boo
     return leftovers
 
 
+def saved_run_config(checkpoint: Path) -> dict | None:
+    """The run config a checkpoint was written under (None for older checkpoints, or a damaged state that
+    `load_checkpoint` then reports with the way out)."""
+    try:
+        state = json.loads((Path(checkpoint) / TRAINER_STATE).read_text())
+    except (OSError, ValueError):
+        return None
+    return state.get("run_config") if isinstance(state, dict) else None
+
+
+def check_resumed_config(run: RunConfig, saved: dict | None, checkpoint: Path) -> None:
+    """Refuse a resume that would change the training itself (keys outside RESUMABLE_CHANGES); warn on max_steps."""
+    if saved is None:
+        return
+    current = run.to_dict()
+    changed = [key for key in current if key in saved and key not in RESUMABLE_CHANGES and current[key] != saved[key]]
+    if changed:
+        details = ", ".join(f"{key} {saved[key]!r} -> {current[key]!r}" for key in changed)
+        raise ValueError(f"--resume from {checkpoint} with other settings than the run it continues ({details}). "
+                         "Pass --resume alone (the checkpoint holds the run's settings; flags such as --max-steps or "
+                         "--save-steps may still change), or start a new run in another --output-dir.")
+    if saved.get("max_steps") != run.max_steps:
+        warnings.warn(f"Resuming with max_steps {run.max_steps} instead of {saved.get('max_steps')}: the warm-up/cosine "
+                      "schedule is stretched to the new length, so from here on the run differs from both.",
+                      UserWarning, stacklevel=2)
+
+
+def check_not_finished(output_dir: Path, max_steps: int) -> None:
+    """--resume of a run that already reached `max_steps` has nothing to do: say so instead of training again."""
+    summary = output_dir / "summary.json"
+    if summary.is_file():
+        finished = json.loads(summary.read_text()).get("steps")
+        if isinstance(finished, int) and finished >= max_steps:
+            raise FileExistsError(f"{output_dir} holds a run that finished at step {finished}: there is nothing to "
+                                  f"resume. Pass a larger --max-steps to train on, or --overwrite to start afresh.")
+
+
 def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool = False) -> dict:
     """Run (or resume) pre-training; returns the run summary (also written to OUTPUT/summary.json)."""
     from modeling_llama.flops import count_parameters, flops_per_token
@@ -161,6 +207,11 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
     started = time.perf_counter()
     output_dir = Path(run.output_dir)
     leftovers = check_output_dir(output_dir, resume, overwrite)
+    checkpoint = resolve_resume(resume, output_dir)
+    if resume:
+        check_not_finished(output_dir, run.max_steps)
+    if checkpoint is not None:
+        check_resumed_config(run, saved_run_config(checkpoint), checkpoint)
     output_dir.mkdir(parents=True, exist_ok=True)
     world_size = configured_distribution()["world_size"]
     accumulation = run.resolved_accumulation(world_size)
@@ -191,13 +242,19 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
                           num_proc=run.tokenizer_workers)
 
     step, tokens_seen, nonfinite_in_a_row = 0, 0, 0
-    checkpoint = resolve_resume(resume, output_dir)
+    # The logging window's loss sum survives a resume, so the first point logged after it is the uninterrupted one.
+    window_loss, window_steps = 0.0, 0
     if checkpoint is not None:
         state = load_checkpoint(accelerator, checkpoint)
         step, tokens_seen = state["step"], state["tokens_seen"]
         nonfinite_in_a_row = state.get("nonfinite_in_a_row", 0)
+        window_loss, window_steps = state.get("window_loss", 0.0), state.get("window_steps", 0)
         scheduler.load_state_dict(state["scheduler"])
         stream.load_state_dict(state["data"])
+        if accelerator.is_main_process:
+            for folder in set_aside_newer(output_dir, step):
+                say(f"Set aside {folder.name}: it continued this checkpoint on a path the resumed run abandons.")
+        accelerator.wait_for_everyone()
         say(f"Resumed from {checkpoint} at step {step}.")
     elif resume:
         say(f"No checkpoint in {output_dir} yet: starting from step 0.")
@@ -218,10 +275,11 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
 
     def trainer_state() -> dict:
         return {"step": step, "tokens_seen": tokens_seen, "nonfinite_in_a_row": nonfinite_in_a_row,
-                "scheduler": scheduler.state_dict(), "data": stream.state_dict(), "tracker_step": step}
+                "scheduler": scheduler.state_dict(), "data": stream.state_dict(), "tracker_step": step,
+                "window_loss": window_loss, "window_steps": window_steps, "run_config": run.to_dict()}
 
     model.train()
-    window_loss, window_steps, window_start, window_tokens = 0.0, 0, time.perf_counter(), 0
+    window_start, window_tokens = time.perf_counter(), 0
     grad_norm = None
     while step < run.max_steps:
         lr = scheduler.get_last_lr()[0]
@@ -383,7 +441,10 @@ def report(summary: dict, say) -> None:
         say(f"  held-out {name}: loss {r['loss']:.3f} nats/token, perplexity {r['perplexity']:.1f}, "
             f"{r['bits_per_byte']:.3f} bits/byte (unigram baseline loss {r['unigram_loss']:.3f})")
     for name, s in summary["data_stats"].items():
-        say(f"  data {name}: {s.get('tokens', 0):,} tokens, {s.get('epochs', 0):.2f} epochs")
+        epochs = s.get("epochs")
+        # A streamed source's length is unknown until its first pass ends.
+        passes = "epochs unknown (stream still in its first pass)" if epochs is None else f"{epochs:.2f} epochs"
+        say(f"  data {name}: {s.get('tokens', 0):,} tokens, {passes}")
     say(f"\nSample:\n{summary['sample']}\n")
 
 
@@ -424,12 +485,21 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"Consolidated into {consolidate_checkpoint(args.consolidate, args.output_dir)}")
         return 0
     preset = args.preset or (None if args.config else DEFAULT_PRESET)
+    base = None
+    if args.resume and not (args.preset or args.config):
+        # `--resume` alone continues the run in --output-dir with the settings its checkpoint was written under.
+        output_dir = Path(args.output_dir or RunConfig.from_preset(DEFAULT_PRESET).output_dir)
+        checkpoint = resolve_resume(args.resume, output_dir)
+        saved = saved_run_config(checkpoint) if checkpoint is not None else None
+        if saved is not None:
+            base = RunConfig.from_dict({**saved, "output_dir": str(output_dir)}, source=str(checkpoint / TRAINER_STATE))
+            preset = None
     flags = {"max_steps": args.max_steps, "save_steps": args.save_steps, "output_dir": args.output_dir,
              "seed": args.seed, "mixture": args.mixture, "tokenizer": args.tokenizer,
              "mixed_precision": args.mixed_precision, "activation_checkpointing": args.activation_checkpointing,
              "compile": args.compile, "log_steps": args.log_steps}
     try:
-        run = load_run_config(preset, args.config, flags, args.set)
+        run = load_run_config(preset, args.config, flags, args.set, base=base)
     except (ValueError, FileNotFoundError) as error:
         print(f"llama-paper pretrain: error: {error}", file=sys.stderr)
         return 2

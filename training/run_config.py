@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ RUN_PRESETS_DIR = Path(__file__).parent / "configs" / "runs"
 # longer warm-up to be stable, so below `PAPER_WARMUP_STEPS / WARMUP_FRACTION` steps we warm up for 5% of the run.
 PAPER_WARMUP_STEPS = 2000
 WARMUP_FRACTION = 0.05
+
+# resolved_accumulation warns when the token batch it can build is further than this from `batch_tokens`.
+BATCH_TOKENS_TOLERANCE = 0.05
 
 ACTIVATION_CHECKPOINTING_MODES = ("none", "full", "selective")
 MIXED_PRECISION_MODES = ("no", "bf16", "fp16")
@@ -76,6 +80,8 @@ class RunConfig:
     sample_tokens: int = 48
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _coerce_number(f.name, f.type, getattr(self, f.name)))
         self.validate()
 
     def validate(self) -> None:
@@ -121,7 +127,14 @@ class RunConfig:
         if self.batch_tokens is None:
             return 1
         per_micro_step = self.micro_batch_size * self.seq_len * world_size
-        return max(1, round(self.batch_tokens / per_micro_step))
+        accumulation = max(1, round(self.batch_tokens / per_micro_step))
+        actual = accumulation * per_micro_step
+        if abs(actual - self.batch_tokens) > BATCH_TOKENS_TOLERANCE * self.batch_tokens:
+            warnings.warn(f"batch_tokens={self.batch_tokens:,} is far from a multiple of micro_batch_size x seq_len x "
+                          f"processes = {per_micro_step:,}: each optimizer step sees {actual:,} tokens "
+                          f"({actual / self.batch_tokens:.2f}x). Change micro_batch_size (or the number of processes) "
+                          "to get the batch you meant.", UserWarning, stacklevel=2)
+        return accumulation
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON/YAML-serialisable copy."""
@@ -170,6 +183,28 @@ class RunConfig:
         return cls.from_file(path)
 
 
+def _coerce_number(name: str, annotation: str, value: Any) -> Any:
+    """`value` as the int/float its field declares: YAML reads `1e-3` (no dot) as a string, JSON gives 4e6 as float."""
+    kind = annotation.replace(" | None", "")
+    if kind not in ("int", "float") or (value is None and annotation.endswith("| None")):
+        return value
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = None
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        raise ValueError(f"RunConfig.{name} must be {'an integer' if kind == 'int' else 'a number'}, got {value!r}.")
+    if kind == "float":
+        return float(number)
+    if isinstance(number, float):
+        if not number.is_integer():
+            raise ValueError(f"RunConfig.{name} must be an integer, got {value!r}.")
+        return int(number)
+    return number
+
+
 def available_presets() -> list[str]:
     """Names usable with --preset."""
     return sorted(p.stem for p in RUN_PRESETS_DIR.glob("*.yaml"))
@@ -187,9 +222,9 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load_run_config(preset: str | None = None, config_file: str | None = None, flags: dict[str, Any] | None = None,
-                    overrides: list[str] | None = None) -> RunConfig:
-    """Build the run config: preset, then file, then explicit flags (None = not given), then `key=value` overrides."""
-    config = RunConfig.from_preset(preset) if preset else RunConfig()
+                    overrides: list[str] | None = None, base: RunConfig | None = None) -> RunConfig:
+    """Build the run config: `base` or preset, then file, then explicit flags (None = not given), then overrides."""
+    config = base or (RunConfig.from_preset(preset) if preset else RunConfig())
     if config_file:
         config = RunConfig.from_file(config_file, base=config)
     given = {k: v for k, v in (flags or {}).items() if v is not None}

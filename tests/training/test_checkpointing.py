@@ -162,9 +162,64 @@ def test_resume_hides_the_tensorboard_points_logged_after_the_checkpoint(tmp_pat
     assert [step for step, _ in first] == list(range(2, 13, 2))
     # As if the run had been killed after step 12 with checkpoint-8 its last: resume from there.
     shutil.rmtree(out / "checkpoint-12")
+    (out / "summary.json").unlink()  # written at the very end: a killed run has none
     time.sleep(1.1)  # a second event file (TensorBoard names them by the second)
     pretrain(_run(out, max_steps=12, save_steps=4, log_steps=2, tensorboard=True), resume="latest")
     assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 2
     resumed = _tensorboard_losses(out)
     assert [step for step, _ in resumed] == list(range(2, 13, 2))  # steps 10 and 12 once, not twice
     assert [loss for _, loss in resumed] == pytest.approx([loss for _, loss in first])
+
+
+@pytest.fixture(scope="module")
+def short_reference(tmp_path_factory):
+    """8 steps, a checkpoint every 2 and a logging window of 3: windows and checkpoints do not line up."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("short") / "run"
+    pretrain(_run(out, max_steps=8, save_steps=2, log_steps=3))
+    return out
+
+
+def test_resume_mid_window_logs_the_uninterrupted_losses_and_sets_newer_checkpoints_aside(short_reference, tmp_path):
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    out.mkdir()
+    for step in (2, 4, 6, 8):  # as if the run had gone on from checkpoint-4 and is now resumed from it explicitly
+        shutil.copytree(short_reference / f"checkpoint-{step}", out / f"checkpoint-{step}")
+    shutil.copy(short_reference / "metrics.jsonl", out / "metrics.jsonl")
+    pretrain(_run(out, max_steps=8, save_steps=2, log_steps=3, keep_checkpoints=2), resume=str(out / "checkpoint-4"))
+    # Step 6's window holds steps 4 (before the checkpoint) and 5-6 (after): its loss is the uninterrupted one.
+    assert [(r["step"], r["loss"]) for r in _metrics(out)] == [(r["step"], r["loss"]) for r in _metrics(short_reference)]
+    assert_same_weights(final_weights(out), final_weights(short_reference))
+    # The old checkpoint-6/8 continued the abandoned path: renamed, so that pruning and `--resume latest` skip them.
+    assert sorted(p.name for p in out.glob("abandoned-checkpoint-*")) == ["abandoned-checkpoint-6", "abandoned-checkpoint-8"]
+    assert [step for step, _ in list_checkpoints(out)] == [6, 8]
+
+
+def test_resume_refuses_settings_that_change_the_training(short_reference, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(short_reference / "checkpoint-4", out / "checkpoint-4")
+    for change, named in (({"learning_rate": 1e-4}, "learning_rate 0.003 -> 0.0001"), ({"seed": 1}, "seed 0 -> 1"),
+                          ({"model_preset": "small"}, "model_preset 'tiny' -> 'small'")):
+        with pytest.raises(ValueError, match=f"other settings than the run it continues.*{named}"):
+            pretrain(_run(out, max_steps=8, save_steps=2, log_steps=3, **change), resume="latest")
+    assert [step for step, _ in list_checkpoints(out)] == [4]  # refused before anything was touched
+
+
+def test_resume_alone_continues_with_the_checkpoint_settings_and_a_finished_run_is_left_alone(tmp_path, capsys):
+    from .pretrain_helpers import tiny_tokenizer_dir
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    first = ["pretrain", "--preset", "tiny", "--tokenizer", str(tiny_tokenizer_dir()), "--output-dir", str(out),
+             "--max-steps", "4", "--save-steps", "2", "--set", "tensorboard=false", "--set", "sample_tokens=0",
+             "--set", "eval_max_batches=1", "--set", "learning_rate=2e-3"]
+    assert llama_paper(first) == 0
+    uninterrupted = final_weights(out)
+    shutil.rmtree(out / "checkpoint-4")  # as if killed between checkpoint-2 and the end
+    (out / "summary.json").unlink()
+    # No --preset or --config: the settings come from checkpoint-2 (not from the demo preset).
+    assert llama_paper(["pretrain", "--output-dir", str(out), "--resume"]) == 0, capsys.readouterr().err
+    assert_same_weights(final_weights(out), uninterrupted)
+    capsys.readouterr()
+    assert llama_paper(["pretrain", "--output-dir", str(out), "--resume"]) == 2
+    assert "finished at step 4: there is nothing to resume" in capsys.readouterr().err

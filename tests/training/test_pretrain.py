@@ -247,3 +247,15 @@ def test_tokenizer_workers_tokenize_the_training_stream_in_processes_with_the_sa
     pretrain(tiny_run(tmp_path / "two", tokenizer_workers=2, **common))
     assert [s.encoder.num_proc for s in built if s.split == "train"] == [1, 2]
     assert_same_weights(final_weights(tmp_path / "two"), final_weights(tmp_path / "one"))
+
+
+def test_report_handles_a_stream_still_in_its_first_pass():
+    # A streamed source's epochs are None until its first pass ends (the paper mixture's sources): the end-of-run
+    # report used to crash formatting None, after the folder was written and while other ranks waited at a barrier.
+    lines = []
+    summary = {"parameters": 10, "steps": 2, "tokens_seen": 64, "wall_time_s": 1.0, "sample": "x",
+               "heldout": {"web": {"loss": None}},
+               "data_stats": {"web": {"tokens": 64, "epochs": None}, "books": {"tokens": 32, "epochs": 0.5}}}
+    pretrain_module.report(summary, lines.append)
+    assert "  data web: 64 tokens, epochs unknown (stream still in its first pass)" in lines
+    assert "  data books: 32 tokens, 0.50 epochs" in lines

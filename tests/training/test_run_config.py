@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 from training.run_config import RunConfig, available_presets, load_run_config, parse_override
@@ -51,5 +53,31 @@ def test_batch_tokens_derive_gradient_accumulation():
     assert run.resolved_accumulation(world_size=1) == 8
     assert run.resolved_accumulation(world_size=2) == 4  # the token batch is global, over all processes
     assert RunConfig(gradient_accumulation_steps=3).resolved_accumulation(2) == 3
+    # The 7B preset's 4M-token batch: exact on 256 processes (accumulation 4); on 2048, one micro-step of every
+    # process is already 8M tokens: the run must say so instead of silently doubling the batch.
+    seven_b = RunConfig.from_preset("7B")
+    per_micro_step = seven_b.micro_batch_size * seven_b.seq_len
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exact = seven_b.batch_tokens // per_micro_step
+        assert seven_b.resolved_accumulation(world_size=exact) == 1
+    with pytest.warns(UserWarning, match=r"each optimizer step sees 8,388,608 tokens \(2.00x\)"):
+        assert seven_b.resolved_accumulation(world_size=2 * exact) == 1
     with pytest.raises(ValueError, match="either"):
         RunConfig(gradient_accumulation_steps=2, batch_tokens=4096)
+
+
+def test_numbers_in_exponent_notation_are_numbers(tmp_path):
+    # YAML 1.1 (PyYAML) reads `1e-3` without a dot as a *string*; the README's own --set example uses it.
+    config = tmp_path / "run.yaml"
+    config.write_text("learning_rate: 3e-4\nadam_eps: 1e-6\nbatch_tokens: 4e6\npeak_tflops: 989\n")
+    run = load_run_config("tiny", str(config), {}, ["min_lr_ratio=1e-1"])
+    assert (run.learning_rate, run.adam_eps, run.min_lr_ratio) == (3e-4, 1e-6, 0.1)
+    assert all(isinstance(x, float) for x in (run.learning_rate, run.adam_eps, run.min_lr_ratio, run.peak_tflops))
+    assert run.batch_tokens == 4_000_000 and isinstance(run.batch_tokens, int)
+    for bad, message in (("learning_rate=fast", "learning_rate must be a number"),
+                         ("max_steps=2.5", "max_steps must be an integer"),
+                         ("seq_len=true", "seq_len must be an integer"),
+                         ("learning_rate=null", "learning_rate must be a number")):
+        with pytest.raises(ValueError, match=message):
+            load_run_config("tiny", None, {}, [bad])
