@@ -3,9 +3,12 @@
 Each line of the data file is one example, either
     {"text": "..."}                              plain language modelling: every token is a target, or
     {"prompt": "...", "response": "..."}         the prompt is context only: its tokens are masked out of the loss.
-A prompt is encoded with BOS; the response is encoded on its own (as text that follows the prompt) and ends with
-EOS; the two id lists are concatenated, so the prompt/response boundary is exact. With `--lora` (needs the `peft`
-extra) only low-rank adapters on every attention and SwiGLU projection are trained.
+The training text is exactly `prompt + response` (no separator is added: end the prompt with the space or newline
+you want), tokenized as one string with BOS at the start and EOS appended; the tokens whose text starts inside the
+prompt are labelled -100. Tokenizing the response on its own would give it SentencePiece's leading "▁" (a space
+that is not in the data). An example longer than --max-length is cut at the end (the response loses its tail and
+EOS); one whose prompt fills --max-length by itself is skipped with a warning, and an error if none is left.
+With `--lora` (needs the `peft` extra) only low-rank adapters on every attention and SwiGLU projection are trained.
 """
 
 from __future__ import annotations
@@ -45,16 +48,61 @@ def load_records(path: str | Path) -> list[dict]:
 
 
 def encode_record(record: dict, tokenizer, max_length: int) -> dict[str, list[int]]:
-    """input_ids and labels of one example (prompt tokens labelled IGNORE_INDEX), truncated to max_length."""
-    eos = [tokenizer.eos_token_id]
+    """input_ids and labels of one example (prompt tokens labelled IGNORE_INDEX), truncated to max_length.
+
+    A {"prompt", "response"} record is tokenized as the single string prompt + response, so the ids are exactly
+    the tokenizer's own encoding of the training text; the prompt's tokens are found from the fast tokenizer's
+    character offsets (or, for a slow tokenizer, as the prompt's own encoding when it is a prefix of the joint one).
+    """
     if "prompt" in record and "response" in record:
-        prompt = tokenizer(record["prompt"], add_special_tokens=True)["input_ids"]
-        response = tokenizer(record["response"], add_special_tokens=False)["input_ids"] + eos
-        input_ids, labels = prompt + response, [IGNORE_INDEX] * len(prompt) + response
+        input_ids, prompt_length = _encode_pair(record["prompt"], record["response"], tokenizer)
+        input_ids = _with_eos(input_ids, tokenizer)
+        labels = [IGNORE_INDEX] * prompt_length + input_ids[prompt_length:]
     else:
-        input_ids = tokenizer(record["text"], add_special_tokens=True)["input_ids"] + eos
+        input_ids = _with_eos(tokenizer(record["text"], add_special_tokens=True)["input_ids"], tokenizer)
         labels = list(input_ids)
     return {"input_ids": input_ids[:max_length], "labels": labels[:max_length]}
+
+
+def _with_eos(input_ids: list[int], tokenizer) -> list[int]:
+    """Append EOS unless the tokenizer already added it (add_eos_token=True)."""
+    eos = tokenizer.eos_token_id
+    return list(input_ids) if input_ids and input_ids[-1] == eos else list(input_ids) + [eos]
+
+
+def _encode_pair(prompt: str, response: str, tokenizer) -> tuple[list[int], int]:
+    """Ids of prompt + response tokenized jointly, and how many leading ids belong to the prompt."""
+    text = prompt + response
+    if getattr(tokenizer, "is_fast", False):
+        encoding = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True,
+                             return_special_tokens_mask=True)
+        input_ids = encoding["input_ids"]
+        # A token belongs to the prompt when its character span starts before len(prompt). The offsets of a
+        # "▁x" piece start at its space, and the dummy-prefix "▁" maps to (0, 1). A token straddling the boundary
+        # (a piece merging the prompt's last characters with the response's first ones) belongs to the prompt:
+        # its text is only partly a target, and the model must see the whole prompt as context.
+        # None: a special token the tokenizer added around the text (BOS, EOS), which has no span (0, 0).
+        starts = [None if special and end == 0 else start
+                  for (start, end), special in zip(encoding["offset_mapping"], encoding["special_tokens_mask"])]
+        prompt_length = 0  # leading added tokens (BOS) and the tokens that start inside the prompt
+        while prompt_length < len(starts) and (starts[prompt_length] is None or starts[prompt_length] < len(prompt)):
+            prompt_length += 1
+        if any(start is not None and start < len(prompt) for start in starts[prompt_length:]):
+            raise ValueError(f"Tokens of the prompt {prompt!r} follow tokens of the response {response!r} in "
+                             "their joint encoding; cannot mask the prompt.")
+        return input_ids, prompt_length
+    # Slow tokenizer (no offsets): the prompt's own encoding must be a prefix of the joint one, then the rest of the
+    # ids spell exactly the response.
+    input_ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    if getattr(tokenizer, "add_eos_token", False) and prompt_ids[-1:] == [tokenizer.eos_token_id]:
+        prompt_ids = prompt_ids[:-1]  # the tokenizer ends every encoding with EOS, the prompt's alone too
+    if input_ids[:len(prompt_ids)] != prompt_ids:
+        raise ValueError(f"With the slow tokenizer {type(tokenizer).__name__}, a token merges the end of the prompt "
+                         f"{prompt!r} with the start of the response {response!r}, so the prompt cannot be masked "
+                         "exactly; load the fast tokenizer (AutoTokenizer.from_pretrained gives it), which masks "
+                         "by character offsets.")
+    return input_ids, len(prompt_ids)
 
 
 def with_targets(examples: Iterable[dict[str, list[int]]]) -> list[dict[str, list[int]]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 
 import pytest
 import torch
@@ -16,8 +17,12 @@ from training.finetune import IGNORE_INDEX, PadCollator, encode_record, load_rec
 
 from .pretrain_helpers import tiny_tokenizer_dir
 
-PAIRS = [{"prompt": "Question: who wrote Hamlet?\nAnswer:", "response": "William Shakespeare"},
-         {"prompt": "Question: who fell down the rabbit hole?\nAnswer:", "response": "Alice"}]
+PAIRS = [{"prompt": "Question: who wrote Hamlet?\nAnswer:", "response": " William Shakespeare"},
+         {"prompt": "Question: who fell down the rabbit hole?\nAnswer:", "response": " Alice"}]
+# The training text is exactly prompt + response: no space may appear at the boundary, none may be lost.
+BOUNDARY_CASES = [("Say hi\n", "hello"), ("Answer:", " cat"), ("Q: 2+2=", "4"),
+                  ("Übersetze ins Deutsche:\n", "Grüße, naïve café 日本語 ✓"), ("Café ☕:", " très ñ"),
+                  (PAIRS[0]["prompt"], PAIRS[0]["response"])]
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +41,64 @@ def base_model(tmp_path_factory, tokenizer):
     return folder
 
 
-def test_prompt_is_masked_and_response_ends_with_eos(tokenizer):
-    example = encode_record(PAIRS[0], tokenizer, max_length=512)
-    prompt_ids = tokenizer(PAIRS[0]["prompt"])["input_ids"]
-    response_ids = tokenizer(PAIRS[0]["response"], add_special_tokens=False)["input_ids"]
-    assert example["input_ids"] == prompt_ids + response_ids + [tokenizer.eos_token_id]
-    assert example["labels"] == [IGNORE_INDEX] * len(prompt_ids) + response_ids + [tokenizer.eos_token_id]
-    assert prompt_ids[0] == tokenizer.bos_token_id
-    plain = encode_record({"text": "To be, or not to be"}, tokenizer, max_length=4)
-    assert plain["labels"] == plain["input_ids"] and len(plain["input_ids"]) == 4  # truncated, all targets
+def piece_text(tokenizer, ids: list[int]) -> str:
+    """The text that SentencePiece pieces spell ("▁" is a space, <0xHH> a byte), with no decoder clean-up."""
+    spelled = b""
+    for piece in tokenizer.convert_ids_to_tokens(ids):
+        byte = re.fullmatch(r"<0x([0-9A-Fa-f]{2})>", piece)
+        spelled += bytes([int(byte.group(1), 16)]) if byte else piece.replace("\u2581", " ").encode("utf-8")
+    return spelled.decode("utf-8")
+
+
+@pytest.mark.parametrize("prompt, response", BOUNDARY_CASES)
+def test_pair_is_the_joint_tokenization_with_the_prompt_masked(tokenizer, prompt, response):
+    example = encode_record({"prompt": prompt, "response": response}, tokenizer, max_length=512)
+    ids, labels = example["input_ids"], example["labels"]
+    # Independent reference: the tokenizer's own encoding of the one training string (BOS first), then EOS.
+    assert ids == tokenizer(prompt + response)["input_ids"] + [tokenizer.eos_token_id]
+    assert ids[0] == tokenizer.bos_token_id
+    masked = labels.index(next(label for label in labels if label != IGNORE_INDEX))
+    assert labels == [IGNORE_INDEX] * masked + ids[masked:]  # -100 over a prefix only, targets = ids elsewhere
+    # The masked tokens spell exactly the prompt (after BOS and SentencePiece's dummy-prefix space) ...
+    assert piece_text(tokenizer, ids[1:masked]) == " " + prompt
+    assert tokenizer.decode(ids[:masked], skip_special_tokens=True) == prompt
+    # ... and the targets exactly the response, then EOS: no extra "▁" at the boundary, nothing dropped.
+    assert piece_text(tokenizer, ids[masked:-1]) == response
+    assert ids[-1] == labels[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(ids, skip_special_tokens=True) == prompt + response
+
+
+def test_a_token_straddling_the_boundary_belongs_to_the_prompt(tokenizer):
+    prompt, response = "Grüße, ", "naïve"  # "▁n" spans the prompt's last space and the response's first letter
+    example = encode_record({"prompt": prompt, "response": response}, tokenizer, max_length=512)
+    assert example["input_ids"] == tokenizer(prompt + response)["input_ids"] + [tokenizer.eos_token_id]
+    masked = example["labels"].count(IGNORE_INDEX)
+    assert tokenizer.convert_ids_to_tokens(example["input_ids"][masked - 1]) == "\u2581n"
+    assert piece_text(tokenizer, example["input_ids"][masked:-1]) == "aïve"
+
+
+def test_slow_tokenizer_masks_the_same_tokens_or_says_to_use_the_fast_one(tokenizer):
+    from modeling_llama import LlamaPaperTokenizer
+    slow = LlamaPaperTokenizer.from_pretrained(tiny_tokenizer_dir())
+    assert not slow.is_fast and tokenizer.is_fast
+    for prompt, response in BOUNDARY_CASES:
+        record = {"prompt": prompt, "response": response}
+        assert encode_record(record, slow, 512) == encode_record(record, tokenizer, 512)
+    with pytest.raises(ValueError, match="load the fast tokenizer"):
+        encode_record({"prompt": "Grüße, ", "response": "naïve"}, slow, 512)
+
+
+def test_plain_text_and_truncation(tokenizer):
+    plain = encode_record({"text": "To be, or not to be"}, tokenizer, max_length=512)
+    assert plain["input_ids"] == tokenizer("To be, or not to be")["input_ids"] + [tokenizer.eos_token_id]
+    assert plain["labels"] == plain["input_ids"]
+    cut = encode_record({"text": "To be, or not to be"}, tokenizer, max_length=4)
+    assert cut["labels"] == cut["input_ids"] == plain["input_ids"][:4]  # truncated, all targets
+    whole = encode_record(PAIRS[0], tokenizer, max_length=512)
+    masked = whole["labels"].count(IGNORE_INDEX)
+    short = encode_record(PAIRS[0], tokenizer, max_length=masked + 2)  # the response loses its tail and EOS
+    assert short["input_ids"] == whole["input_ids"][:masked + 2]
+    assert short["labels"] == [IGNORE_INDEX] * masked + whole["input_ids"][masked:masked + 2]
 
 
 def test_loss_counts_only_response_tokens(tokenizer, base_model):
