@@ -47,6 +47,7 @@ UNIGRAM_MAX_DOCUMENTS = 20000  # the unigram baseline is fitted on at most this 
 RESUMABLE_CHANGES = frozenset({
     "output_dir", "log_steps", "save_steps", "keep_checkpoints", "tensorboard", "max_shard_size", "eval_batch_size",
     "eval_max_batches", "sample_prompt", "sample_tokens", "max_nonfinite_steps", "tokenizer_workers", "peak_tflops",
+    "tokenizer_max_documents",  # the tokenizer trained at the start is reused on resume, never retrained
     "compile", "attn_implementation", "activation_checkpointing", "max_steps"})
 
 
@@ -80,8 +81,9 @@ def prepare_tokenizer(run: RunConfig, mixture, output_dir: Path, accelerator):
         from .tokenizer import train_tokenizer
         accelerator.print(f"Training a {run.vocab_size}-piece SentencePiece BPE tokenizer on the training split...")
         # Deterministic for the seed (a resumed run must find the very same tokenizer); written atomically.
-        train_tokenizer(mixture.iter_texts(split="train"), vocab_size=run.vocab_size, output_dir=folder,
-                        seed=run.seed, progress=False, overwrite=True)
+        texts = islice(mixture.iter_texts(split="train"), run.tokenizer_max_documents)
+        train_tokenizer(texts, vocab_size=run.vocab_size, output_dir=folder, seed=run.seed, progress=False,
+                        overwrite=True)
     accelerator.wait_for_everyone()
     return AutoTokenizer.from_pretrained(folder), folder
 

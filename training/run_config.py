@@ -45,6 +45,9 @@ class RunConfig:
     vocab_size: int = 4000
     seq_len: int = 256
     tokenizer_workers: int = 1  # processes tokenizing the training stream (pays off on many cores: data.encoding)
+    # A tokenizer trained in the run reads at most this many training documents (interleaved by the mixture's
+    # weights): a streamed web-scale mixture must not be read whole before step 0. null = every document.
+    tokenizer_max_documents: int | None = 1_000_000
     # Batch: sequences per process per micro-step; accumulation is given directly or derived from batch_tokens.
     micro_batch_size: int = 8
     gradient_accumulation_steps: int | None = None
@@ -94,7 +97,8 @@ class RunConfig:
                 raise ValueError(f"RunConfig.{name} must be a positive integer, got {value!r}.")
         if self.gradient_accumulation_steps is not None and self.batch_tokens is not None:
             raise ValueError("Set either gradient_accumulation_steps or batch_tokens, not both (one derives the other).")
-        for name in ("gradient_accumulation_steps", "batch_tokens", "warmup_steps", "eval_max_batches"):
+        for name in ("gradient_accumulation_steps", "batch_tokens", "warmup_steps", "eval_max_batches",
+                     "tokenizer_max_documents"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < (0 if name == "warmup_steps" else 1)):
                 raise ValueError(f"RunConfig.{name} must be a positive integer or null, got {value!r}.")

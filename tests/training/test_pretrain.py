@@ -259,3 +259,26 @@ def test_report_handles_a_stream_still_in_its_first_pass():
     pretrain_module.report(summary, lines.append)
     assert "  data web: 64 tokens, epochs unknown (stream still in its first pass)" in lines
     assert "  data books: 32 tokens, 0.50 epochs" in lines
+
+
+def test_a_tokenizer_trained_in_the_run_reads_a_bounded_sample_of_an_endless_mixture(tmp_path):
+    # The paper presets train their tokenizer on a streamed web-scale mixture: reading it whole before step 0
+    # would never end (and time out the other ranks waiting at the barrier).
+    from itertools import cycle
+
+    from accelerate import Accelerator
+    demo = list(load_mixture(demo_mixture_path()).iter_texts(split="train"))
+    read = []
+
+    class Endless:
+        def iter_texts(self, split="train"):
+            for text in cycle(demo):
+                read.append(split)
+                if len(read) > 10 * 400:  # fail instead of hanging when the cap is ignored
+                    raise AssertionError("the tokenizer kept reading past tokenizer_max_documents")
+                yield text
+
+    run = RunConfig.from_dict({"vocab_size": 512, "tokenizer_max_documents": 400})
+    tokenizer, folder = pretrain_module.prepare_tokenizer(run, Endless(), tmp_path, Accelerator(cpu=True))
+    assert len(read) == 400 and set(read) == {"train"}  # exactly the cap, from the training split only
+    assert len(tokenizer) == 512 and folder == tmp_path / "tokenizer"
