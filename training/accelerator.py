@@ -40,8 +40,24 @@ def configured_distribution() -> dict:
         kind = DistributedType.MULTI_GPU if torch.cuda.is_available() else DistributedType.MULTI_CPU
     else:
         kind = DistributedType.NO
-    zero_stage = int(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")) if kind == DistributedType.DEEPSPEED else None
+    zero_stage = _configured_zero_stage() if kind == DistributedType.DEEPSPEED else None
     return {"distributed_type": kind, "world_size": world_size, "zero_stage": zero_stage}
+
+
+def _configured_zero_stage() -> int:
+    """The ZeRO stage the launcher asked for: `zero_stage` of the accelerate config, else the stage in its
+    `deepspeed_config_file` (accelerate exports only the file's path then), else Accelerate's default, 2."""
+    if "ACCELERATE_DEEPSPEED_ZERO_STAGE" in os.environ:
+        return int(os.environ["ACCELERATE_DEEPSPEED_ZERO_STAGE"])
+    config_file = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+    if config_file:
+        try:
+            config = json.loads(Path(config_file).read_text())
+        except (OSError, ValueError) as error:
+            raise ValueError(f"Cannot read the DeepSpeed config file {config_file} named by the accelerate config "
+                             f"({type(error).__name__}: {error}); fix deepspeed_config_file there.") from None
+        return int(config.get("zero_optimization", {}).get("stage", 0))  # DeepSpeed's own default is stage 0
+    return 2
 
 
 def build_accelerator(gradient_accumulation_steps: int = 1, mixed_precision: str = "no", micro_batch_size: int = 1,
