@@ -11,10 +11,12 @@ never `metrics.jsonl`), the model `config.json`, and the tokenizer. A checkpoint
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import torch
@@ -159,10 +161,16 @@ class GracefulStop:
     """SIGTERM/SIGINT set `requested` instead of killing; the loop saves a checkpoint and exits. A second signal kills.
 
     The loop reduces the flag over processes with the step's other scalars, so that all ranks stop at the same step.
+    Under `accelerate launch` (torchrun) a Ctrl-C reaches each worker twice, from the terminal and forwarded by the
+    launcher, milliseconds apart: a repeat within `REPEAT_GRACE_S` is that same stop, not a second request, and must
+    not interrupt the checkpoint being written.
     """
+
+    REPEAT_GRACE_S = 2.0
 
     def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)):
         self.requested: str | None = None
+        self._first_at = 0.0
         self._previous = {}
         for sig in signals:
             try:
@@ -171,8 +179,19 @@ class GracefulStop:
                 pass
 
     def _handle(self, signum, frame) -> None:
-        self.requested = signal.Signals(signum).name
-        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))  # a second signal acts normally
+        now = time.monotonic()
+        if self.requested is None:
+            self.requested, self._first_at = signal.Signals(signum).name, now
+            return
+        if now - self._first_at < self.REPEAT_GRACE_S:
+            return
+        # A deliberate second signal acts as it would have without us (KeyboardInterrupt, or termination).
+        previous = self._previous.get(signum, signal.SIG_DFL)
+        signal.signal(signum, previous)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            os.kill(os.getpid(), signum)
 
     def restore(self) -> None:
         """Put the previous handlers back."""

@@ -223,3 +223,24 @@ def test_resume_alone_continues_with_the_checkpoint_settings_and_a_finished_run_
     capsys.readouterr()
     assert llama_paper(["pretrain", "--output-dir", str(out), "--resume"]) == 2
     assert "finished at step 4: there is nothing to resume" in capsys.readouterr().err
+
+
+def test_a_signal_repeated_at_once_is_the_same_stop_and_a_later_one_interrupts(monkeypatch):
+    # Under `accelerate launch`, Ctrl-C reaches a worker from the terminal and again from the launcher: the second
+    # copy used to raise KeyboardInterrupt in the middle of the checkpoint the first one asked for.
+    import os
+
+    from training.checkpointing import GracefulStop
+    monkeypatch.setattr(GracefulStop, "REPEAT_GRACE_S", 0.5)
+    stop = GracefulStop()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)  # the terminal's
+        os.kill(os.getpid(), signal.SIGINT)  # the launcher's, forwarded
+        time.sleep(0.05)
+        assert stop.requested == "SIGINT"
+        time.sleep(0.6)
+        with pytest.raises(KeyboardInterrupt):  # a deliberate second Ctrl-C still interrupts
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)
+    finally:
+        stop.restore()
