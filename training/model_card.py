@@ -78,7 +78,8 @@ def render_model_card(summary: dict) -> str:
         "",
         "## Data mixture",
         _table([(name, f"{src.get('weight', '')}", stats.get(name, {}).get("documents", ""),
-                 stats.get(name, {}).get("tokens", ""), _fmt(stats.get(name, {}).get("epochs")))
+                 stats.get(name, {}).get("tokens", ""),
+                 ("~" if stats.get(name, {}).get("epochs_estimated") else "") + _fmt(stats.get(name, {}).get("epochs")))
                 for name, src in summary.get("mixture", {}).items()],
                ("source", "sampling weight", "documents seen", "tokens seen", "epochs")),
         "",

@@ -446,6 +446,8 @@ def report(summary: dict, say) -> None:
         epochs = s.get("epochs")
         # A streamed source's length is unknown until its first pass ends.
         passes = "epochs unknown (stream still in its first pass)" if epochs is None else f"{epochs:.2f} epochs"
+        if epochs is not None and s.get("epochs_estimated"):
+            passes = f"~{passes} (from the size the dataset declares)"
         say(f"  data {name}: {s.get('tokens', 0):,} tokens, {passes}")
     say(f"\nSample:\n{summary['sample']}\n")
 

@@ -48,6 +48,28 @@ def test_code_keeps_shebang_and_ordinary_leading_comments():
     assert code(documented) == documented  # not a license: it is part of the program's documentation
 
 
+@pytest.mark.parametrize("source, kept", [
+    # C: a `#` line is a preprocessor directive, never a comment; deleting it changes what the file compiles to.
+    ("// Copyright (c) 2020 Foo. MIT License\n#include <stdio.h>\n#define N 10\n\nint main(void) { return N; }\n",
+     "#include <stdio.h>\n#define N 10\n\nint main(void) { return N; }\n"),
+    ("// SPDX-License-Identifier: MIT\n#import <Foundation/Foundation.h>\nint x;\n",  # Objective-C
+     "#import <Foundation/Foundation.h>\nint x;\n"),
+    # a file that opens with directives has no leading comment block: the license further down stays with them
+    ("#ifndef FOO_H\n#define FOO_H\n// Copyright (c) 2020 Foo\nint f(void);\n#endif\n", None),
+    ("#pragma once\n// Licensed under the MIT License\nint g(void);\n", None),
+])
+def test_code_keeps_preprocessor_directives(source, kept):
+    assert code(source) == (source if kept is None else kept)
+
+
+def test_code_still_removes_hash_license_headers_of_scripts():
+    # Python/shell: `#` is the comment marker, so a `# Copyright` block is the header to drop (shebang kept)
+    script = "#!/bin/sh\n# Copyright (c) 2020 X\n#\n# SPDX-License-Identifier: MIT\n\nset -e\n"
+    assert code(script) == "#!/bin/sh\nset -e\n"
+    python = "# -*- coding: utf-8 -*-\n# Copyright 2021 Y. Licensed under the Apache License 2.0\nimport os\n"
+    assert code(python) == "# -*- coding: utf-8 -*-\nimport os\n"
+
+
 def test_latex_drops_preamble_comments_bibliography_and_expands_macros():
     paper = (
         "\\documentclass{article}\n\\newcommand{\\R}{\\mathbb{R}}\n\\def\\model{LLaMA}\n"
@@ -67,6 +89,26 @@ def test_html_removes_tags_scripts_and_unescapes():
     page = ("<html><head><title>t</title></head><body><script>var x=1;</script><p>Use <code>a &lt; b</code>"
             "&amp; more.</p><!-- c --><p>Second<br/>line</p></body></html>")
     assert html_to_text(page) == "Use a < b& more.\nSecond\nline\n"
+
+
+@pytest.mark.parametrize("text", [
+    "std::vector<int> v; if (a<b && b>c) return;",  # C++ templates and comparisons
+    "List<String> names = new ArrayList<>(); Map<String, Object> m;",
+    "List<Object> items;",  # `object` is an HTML element, but a Capitalised name is a type, not a tag
+    "x < y > z and 0<i<n",  # maths: no tag name right after `<`
+    "template <typename T> T max(T a, T b); Box<T>",
+    "#include <stdio.h>\n#include <map>\n#include <span>",  # headers, even ones named like HTML elements
+])
+def test_html_keeps_angle_brackets_that_are_not_tags(text):
+    # RedPajama's Stack Exchange text is already plain text full of code: only real HTML may go
+    assert html_to_text(text) == text + "\n"
+
+
+def test_html_removes_real_tags_whatever_their_case_and_attributes():
+    page = '<p>Use <a href="x">link</a>,<br/><code>x</code> and <DIV class=y>more</DIV><!-- note -->.</p>'
+    assert html_to_text(page) == "Use link,\nx and more\n.\n"
+    mixed = "<p>if a<b && b>c then <code>List&lt;String&gt;</code> <img src='i.png' alt=\"a>b\"/></p>"
+    assert html_to_text(mixed) == "if a<b && b>c then List<String>\n"  # tags gone, the comparison kept
 
 
 def test_registry_names_every_cleaner_and_applies_in_order():

@@ -8,13 +8,21 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from training.data import MixtureConfig, SourceConfig, demo_mixture_path, load_mixture, paper_mixture_path
+from training.data import (MixtureConfig, PackedStream, SourceConfig, demo_mixture_path, load_mixture,
+                           paper_mixture_path)
 from training.data.sources import is_validation, split_documents
 
 
 def write_jsonl(path, texts, field="text"):
     path.write_text("".join(json.dumps({field: t, "id": i}) + "\n" for i, t in enumerate(texts)))
     return path
+
+
+@pytest.fixture(scope="module")
+def sp(fixtures):
+    import sentencepiece as spm
+
+    return spm.SentencePieceProcessor(model_file=str(fixtures / "llama-tokenizer" / "tokenizer.model"))
 
 
 def test_load_mixture_from_yaml_json_and_dict_resolves_paths_against_the_file(tmp_path):
@@ -135,6 +143,40 @@ def test_datasets_streaming_source_splits_like_a_local_one(tmp_path):
     assert list(shuffled.iter_documents("train", 0, 10, seed=0)) == epoch0[10:]  # resumable after a shuffle
 
 
+def test_streamed_sources_estimate_epochs_from_the_size_their_dataset_knows(tmp_path, sp):
+    """A stream's end-of-run epochs are documents read / the split's size while the first pass is unfinished,
+    when the size is known without reading: parquet footers, or `num_examples` in the dataset card (as on the Hub)."""
+    docs = [f"record number {i}" for i in range(50)]
+    pq.write_table(pa.table({"text": docs}), tmp_path / "d.parquet")
+    card = tmp_path / "card"  # a local dataset folder laid out like a Hub dataset: the card gives the split's size
+    (card / "data").mkdir(parents=True)
+    write_jsonl(card / "data" / "train.jsonl", docs)
+    (card / "README.md").write_text("---\ndataset_info:\n  splits:\n  - name: train\n    num_bytes: 1000\n"
+                                    "    num_examples: 50\n---\n")
+    write_jsonl(tmp_path / "d.jsonl", docs)
+    mix = load_mixture({"base_dir": str(tmp_path), "validation_fraction": 0.2, "sources": [
+        {"name": "parquet", "dataset": "parquet", "data_files": "d.parquet", "shuffle": False},
+        {"name": "card", "dataset": str(card), "shuffle": False},
+        {"name": "jsonl", "dataset": "json", "data_files": "d.jsonl", "shuffle": False}]})
+    for name in ("parquet", "card"):
+        reader = mix.reader(name)
+        assert reader.num_documents("train") is None  # still a stream: no exact count without a full pass
+        assert (reader.estimated_num_documents("train"), reader.estimated_num_documents("validation")) == (40, 10)
+        stream = PackedStream(mix, sp, seq_len=16, source=name, batch_docs=1)
+        stream.next_batch(4)  # part of the first epoch: the stream has not told its length yet
+        stats = stream.stats()[name]
+        assert 0 < stats["documents"] < 40 and stats["epochs_estimated"] is True
+        assert stats["epochs"] == pytest.approx(stats["documents"] / 40, abs=1 / 40)  # the head document counts in part
+        stream.next_batch(40)  # 640 tokens: more than the 40 documents of the train split
+        stats = stream.stats()[name]
+        assert stats["epochs"] > 1 and stats["epochs_estimated"] is False  # the first pass counted the length
+    jsonl = mix.reader("jsonl")
+    assert jsonl.estimated_num_documents("train") is None  # a jsonl's size takes a full read: unknown
+    stream = PackedStream(mix, sp, seq_len=16, source="jsonl", batch_docs=1)
+    stream.next_batch(4)
+    assert stream.stats()["jsonl"]["epochs"] is None and stream.stats()["jsonl"]["epochs_estimated"] is False
+
+
 def test_iter_texts_yields_every_document_once_interleaved_by_weight(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [f"a{i}" for i in range(300)])
     write_jsonl(tmp_path / "b.jsonl", [f"b{i}" for i in range(100)])
@@ -173,6 +215,9 @@ def test_paper_mixture_is_table_1_over_redpajama():
     assert sorted(s.config for s in mix.sources) == sorted(
         ["common_crawl", "c4", "github", "wikipedia", "book", "arxiv", "stackexchange"])
     assert mix.source("arxiv").cleaners == ["latex"] and mix.source("github").cleaners == ["code"]
+    # HTML removal is Stack Exchange's heuristic (Table 1); RedPajama's Wikipedia is plain text from wikitext, where
+    # `html` could only remove text that discusses markup and double-unescape entities
+    assert mix.source("stackexchange").cleaners == ["html"] and "html" not in mix.source("wikipedia").cleaners
 
 
 def test_mixture_round_trips_through_to_dict(tmp_path):

@@ -255,10 +255,12 @@ def test_report_handles_a_stream_still_in_its_first_pass():
     lines = []
     summary = {"parameters": 10, "steps": 2, "tokens_seen": 64, "wall_time_s": 1.0, "sample": "x",
                "heldout": {"web": {"loss": None}},
-               "data_stats": {"web": {"tokens": 64, "epochs": None}, "books": {"tokens": 32, "epochs": 0.5}}}
+               "data_stats": {"web": {"tokens": 64, "epochs": None}, "books": {"tokens": 32, "epochs": 0.5},
+                              "wiki": {"tokens": 16, "epochs": 0.25, "epochs_estimated": True}}}
     pretrain_module.report(summary, lines.append)
     assert "  data web: 64 tokens, epochs unknown (stream still in its first pass)" in lines
     assert "  data books: 32 tokens, 0.50 epochs" in lines
+    assert "  data wiki: 16 tokens, ~0.25 epochs (from the size the dataset declares)" in lines
 
 
 def test_a_tokenizer_trained_in_the_run_reads_a_bounded_sample_of_an_endless_mixture(tmp_path):

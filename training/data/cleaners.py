@@ -96,11 +96,30 @@ _LICENSE_WORDS = re.compile(
     r"copyright|licen[cs]e|spdx-license-identifier|all rights reserved|permission is hereby granted|\(c\)",
     re.IGNORECASE,
 )
-# A leading comment block: /* ... */, or consecutive lines starting with //, # or -- (after an optional
-# shebang / encoding line, which stay because they change how the file runs).
+# A leading comment block: /* ... */, or consecutive lines of one line-comment style, //, # or -- (after an optional
+# shebang / encoding line, which stay because they change how the file runs). A `#` line that is a C/C++/ObjC/C#
+# preprocessor directive (#include, #define, #if, #pragma, #import, ...) is code, not a comment: it ends the block.
 _BLOCK_COMMENT = re.compile(r"\A\s*/\*.*?\*/[ \t]*\n?", re.DOTALL)
-_LINE_COMMENTS = re.compile(r"\A(?:[ \t]*(?://|#|--)[^\n]*\n|[ \t]*\n)+")
+_LINE_COMMENT = re.compile(r"[ \t]*(//|#|--)")
+_DIRECTIVE = re.compile(
+    r"[ \t]*#(?:(?:include|include_next|import|using|define|undef|if|ifdef|ifndef|elif|elifdef|elifndef|else|endif"
+    r"|pragma|error|warning|line|region|endregion|nullable)\b"
+    r"|[ \t]*(?:include|import)[ \t]*[<\"]|[ \t]*pragma[ \t]+once\b)"
+)  # unspaced keywords, plus the unambiguous spaced forms (`# include <x>`); `# if you ...` stays a comment
 _KEEP_FIRST = re.compile(r"\A(#![^\n]*\n|#.*coding[:=][^\n]*\n)+")
+
+
+def _leading_line_comments(body: str) -> int:
+    """Length of the block of line comments (and blank lines) that opens `body`, all in the first line's style."""
+    end, style = 0, None
+    for line in body.split("\n"):
+        if line.strip():
+            comment = _LINE_COMMENT.match(line)
+            if comment is None or (style or comment.group(1)) != comment.group(1) or _DIRECTIVE.match(line):
+                break
+            style = comment.group(1)
+        end += len(line) + 1
+    return min(end, len(body)) if style else 0
 
 
 @register_cleaner("code")
@@ -108,11 +127,10 @@ def code(text: str) -> str:
     """Remove a license/copyright header comment at the top of a source file (GitHub rows of Table 1)."""
     keep = _KEEP_FIRST.match(text)
     head, body = (text[: keep.end()], text[keep.end():]) if keep else ("", text)
-    for pattern in (_BLOCK_COMMENT, _LINE_COMMENTS):
-        match = pattern.match(body)
-        if match and _LICENSE_WORDS.search(match.group(0)):
-            body = body[match.end():].lstrip("\n")
-            break
+    block = _BLOCK_COMMENT.match(body)
+    end = block.end() if block else _leading_line_comments(body)
+    if end and _LICENSE_WORDS.search(body[:end]):
+        body = body[end:].lstrip("\n")
     return head + body
 
 
@@ -150,17 +168,45 @@ def latex(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
 
 
-_HTML_DROP = re.compile(r"<(script|style|head|noscript)\b.*?</\1\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL)
-_HTML_BREAK = re.compile(r"<\s*(br|/p|/div|/li|/h[1-6]|/tr|/pre|/blockquote|hr)\b[^>]*>", re.IGNORECASE)
-_HTML_TAG = re.compile(r"<[^>]+>")
+# Only real markup goes: a tag is `<`, `</` + a standard HTML element name (HTML living standard plus common
+# obsolete ones) right after the `<`, attributes of HTML's syntax, then `>` or `/>`. So plain text that uses angle
+# brackets stays: C++/Java generics (`vector<int>`, `List<String>`), comparisons (`a<b && b>c`, `x < y > z`),
+# `#include <stdio.h>`. Names match case-insensitively but must be all lower or all upper case (`<p>`, `<DIV>`):
+# a Capitalised `<Object>` or `<Label>` is a type or a JSX component, not HTML.
+_HTML_ELEMENTS = frozenset("""
+    a abbr acronym address area article aside audio b base basefont bdi bdo big blink blockquote body br button
+    canvas caption center cite code col colgroup data datalist dd del details dfn dialog dir div dl dt em embed
+    fieldset figcaption figure font footer form frame frameset h1 h2 h3 h4 h5 h6 head header hgroup hr html i iframe
+    img input ins kbd label legend li link main map mark marquee menu meta meter nav nobr noframes noscript object ol
+    optgroup option output p param picture pre progress q rp rt ruby s samp script search section select slot small
+    source span strike strong style sub summary sup table tbody td template textarea tfoot th thead time title tr
+    track tt u ul var video wbr
+""".split())
+_HTML_NAMES = "|".join(sorted(_HTML_ELEMENTS, key=len, reverse=True))
+_HTML_ATTRIBUTES = r"""(?:\s+[A-Za-z_:@][-\w:.@]*(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?)*"""
+_HTML_TAG = re.compile(rf"<(/?)({_HTML_NAMES})(?=[\s/>]){_HTML_ATTRIBUTES}\s*/?>", re.IGNORECASE)
+_HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+_HTML_DROP = re.compile(rf"<(script|style|head|noscript)(?=[\s/>]){_HTML_ATTRIBUTES}\s*>.*?</\1\s*>",
+                        re.IGNORECASE | re.DOTALL)
+_HTML_BREAKS = {"br", "hr", "/p", "/div", "/li", "/h1", "/h2", "/h3", "/h4", "/h5", "/h6", "/tr", "/pre",
+                "/blockquote"}
+_INCLUDE_BEFORE = re.compile(r"#[ \t]*(?:include|import)[ \t]*\Z")
+
+
+def _html_tag(match: re.Match) -> str:
+    name = match.group(2)
+    after_include = _INCLUDE_BEFORE.search(match.string, max(0, match.start() - 32), match.start())
+    if after_include or not (name.islower() or name.isupper()):
+        return match.group(0)  # `#include <map>`, `List<Object>`: not markup
+    return "\n" if (match.group(1) + name.lower()) in _HTML_BREAKS else ""
 
 
 @register_cleaner("html")
 def html_to_text(text: str) -> str:
     """StackExchange rows of Table 1: drop scripts/styles/comments, block ends to newlines, strip tags, unescape."""
+    text = _HTML_COMMENT.sub("", text)
     text = _HTML_DROP.sub("", text)
-    text = _HTML_BREAK.sub("\n", text)
-    text = _HTML_TAG.sub("", text)
+    text = _HTML_TAG.sub(_html_tag, text)
     text = html.unescape(text)
     text = re.sub(r"[ \t]+\n", "\n", text)
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"

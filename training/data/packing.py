@@ -104,10 +104,23 @@ class SourceCursor:
             return self._pending[0][0], self._pending[0][1]
         return self._read_epoch, self._read_doc
 
+    def epoch_size(self) -> tuple[int | None, bool]:
+        """Document positions per epoch, and whether that is an estimate: until a stream's first pass ends, the
+        size its dataset declares (`DatasetSource.estimated_num_documents`); (None, False) when nothing tells it."""
+        length = self.epoch_length or self.reader.num_documents(self.split)
+        if length:
+            return length, False
+        consumed = self.offset or self.position() != (0, 0)  # else: a stream never read is not loaded to ask
+        if consumed and isinstance(self.reader, DatasetSource):
+            estimate = self.reader.estimated_num_documents(self.split)
+            if estimate:
+                return estimate, True
+        return None, False
+
     def epochs(self) -> float | None:
         """Passes over the source so far (Table 1's "epochs"); None while a stream's length is still unknown."""
         epoch, doc = self.position()
-        length = self.epoch_length or self.reader.num_documents(self.split)
+        length, _ = self.epoch_size()
         if not length:
             return float(epoch) if epoch else None
         # The consumed part of the head document counts too: a short run inside one long book is not 0 epochs.
@@ -216,9 +229,17 @@ class PackedStream:
             self.cursors[name].load_state_dict(cursor_state)
 
     def stats(self) -> dict[str, dict[str, Any]]:
-        """Per source: documents and tokens consumed so far and epochs (passes over the source; Table 1)."""
-        return {name: {"documents": cursor.documents, "tokens": cursor.tokens, "epochs": cursor.epochs()}
-                for name, cursor in self.cursors.items()}
+        """Per source: documents and tokens consumed so far and epochs (passes over the source; Table 1).
+
+        `epochs` is None for a stream whose size is unknown until its first pass ends; `epochs_estimated` is True
+        while it is computed from the size the dataset declares rather than from a count of the source.
+        """
+        stats = {}
+        for name, cursor in self.cursors.items():
+            epochs = cursor.epochs()
+            stats[name] = {"documents": cursor.documents, "tokens": cursor.tokens, "epochs": epochs,
+                           "epochs_estimated": epochs is not None and cursor.epoch_size()[1]}
+        return stats
 
     def close(self) -> None:
         """Release tokenizer worker processes, if any."""

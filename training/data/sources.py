@@ -181,15 +181,21 @@ class DatasetSource:
         self.streaming = True if config.streaming is None else config.streaming
         self._dataset = None
         self._indices: dict[str, list[int]] | None = None
+        self._size: int | None = None  # records in the dataset's split, when known without reading it
+
+    def _data_files(self) -> list[str] | None:
+        """`data_files` with local entries made relative to the mixture file, like `path`; URLs as they are."""
+        data_files = self.config.data_files
+        if data_files is None:
+            return None
+        files = [data_files] if isinstance(data_files, str) else list(data_files)
+        return [f if re.match(r"^\w+://", f) else str(self.base_dir / f) for f in files]
 
     def _load(self):
         if self._dataset is None:
             import datasets
 
-            data_files = self.config.data_files
-            if data_files is not None:  # local data files are relative to the mixture file, like `path`
-                files = [data_files] if isinstance(data_files, str) else list(data_files)
-                data_files = [f if re.match(r"^\w+://", f) else str(self.base_dir / f) for f in files]
+            data_files = self._data_files()
             try:
                 self._dataset = datasets.load_dataset(
                     self.config.dataset, self.config.config, split=self.config.split, streaming=self.streaming,
@@ -219,6 +225,41 @@ class DatasetSource:
         if self.streaming:
             return None
         return len(self._split_indices()[split])
+
+    def estimated_num_documents(self, split: str) -> int | None:
+        """Documents in `split` from the size the dataset knows without being read; None when it knows none.
+
+        Streams: the split's `num_examples` from the dataset card (Hub datasets, or a local folder with a card; not
+        when `data_files` picks files of it), else the row counts in the footers of local parquet `data_files`
+        (jsonl and text files would need a full read). It is an estimate in that a card can be stale; a stream's
+        own count replaces it once its first pass ends (see `SourceCursor.epoch_size`).
+        """
+        if not self.streaming:
+            return self.num_documents(split)
+        if self._size is None:
+            self._size = self._known_size() or 0
+        if not self._size:
+            return None
+        held_out = self._size * self.fraction.numerator // self.fraction.denominator  # floor(n·f), see is_validation
+        return held_out if split == "validation" else self._size - held_out
+
+    def _known_size(self) -> int | None:
+        if self.config.data_files is None:  # a card describes the whole dataset, not files picked from it
+            splits = getattr(self._load().info, "splits", None) or {}
+            info = splits.get(self.config.split) if hasattr(splits, "get") else None
+            if info is not None and info.num_examples:
+                return int(info.num_examples)
+        files: list[str] = []
+        for pattern in self._data_files() or []:
+            matches = [] if re.match(r"^\w+://", pattern) else sorted(glob.glob(pattern, recursive=True))
+            if not matches or any(not m.endswith(".parquet") for m in matches):
+                return None  # a URL, a pattern that matches nothing here, or files whose size needs a full read
+            files.extend(matches)
+        if not files:
+            return None
+        import pyarrow.parquet as pq
+
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
     def _split_indices(self) -> dict[str, list[int]]:
         if self._indices is None:
