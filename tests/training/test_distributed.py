@@ -1,6 +1,7 @@
 """2-process CPU runs (gloo) launched with the shipped accelerate configs: DDP, ZeRO-2, ZeRO-3, ZeRO-3 with
 offload, FSDP2. Each really is distributed as configured, they agree with each other's losses, and their
-(possibly sharded) checkpoints consolidate into a normal folder that reloads.
+(possibly sharded) checkpoints consolidate into a normal folder that reloads, and resuming the replicated and both
+sharded engines from a mid-run checkpoint ends with the uninterrupted run's weights.
 
 Tolerance: all modes clip at 1.0 (DeepSpeed inside its engine) and see the same global batches, so the losses
 agree to float32 round-off; we allow 1e-4 nats. The first DeepSpeed run JIT-builds its C++ ops into .torch_ext/
@@ -10,6 +11,7 @@ agree to float32 round-off; we allow 1e-4 nats. The first DeepSpeed run JIT-buil
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -39,13 +41,19 @@ def _launch(config: str, tmp_path_factory):
         folder = tmp_path_factory.mktemp(config)
         run_file = folder / "run.yaml"
         run_file.write_text(yaml.safe_dump(tiny_run(folder / "out", max_steps=STEPS, micro_batch_size=4,
-                                                    log_steps=1, save_steps=STEPS, sample_tokens=4).to_dict()))
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "training" / "configs" / f"{config}.yaml"),
-                   "-m", "training.pretrain", "--config", str(run_file)]
-        result = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=900)
-        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+                                                    log_steps=1, save_steps=STEPS // 2, sample_tokens=4).to_dict()))
+        _launch_pretrain(config, "--config", str(run_file))
         _runs[config] = folder / "out"
     return _runs[config]
+
+
+def _launch_pretrain(config: str, *args: str) -> str:
+    """`accelerate launch --config_file training/configs/<config>.yaml -m training.pretrain ARGS`; its output."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               str(REPO / "training" / "configs" / f"{config}.yaml"), "-m", "training.pretrain", *args]
+    result = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return result.stdout + result.stderr
 
 
 def _metrics(out):
@@ -90,3 +98,18 @@ def test_checkpoint_consolidates_into_a_folder_that_reloads(config, tmp_path_fac
     assert_same_weights(consolidated, final_weights(out), atol=1e-6)  # the checkpoint is the final model
     ddp_final = final_weights(_launch("cpu-ddp", tmp_path_factory))
     assert_same_weights(consolidated, ddp_final, atol=1e-4)  # and all modes trained the same weights
+
+
+@pytest.mark.parametrize("config", ["cpu-ddp", "cpu-zero3", "cpu-fsdp"])
+def test_resume_from_a_mid_run_checkpoint_ends_with_the_uninterrupted_weights(config, tmp_path_factory, tmp_path):
+    out = _launch(config, tmp_path_factory)
+    resumed = tmp_path / "out"
+    resumed.mkdir()
+    # Each rank's optimizer and RNG state (and, sharded, its parameter shard) comes back from the checkpoint folder.
+    shutil.copytree(out / f"checkpoint-{STEPS // 2}", resumed / f"checkpoint-{STEPS // 2}")
+    output = _launch_pretrain(config, "--config", str(out.parent / "run.yaml"), "--output-dir", str(resumed),
+                              "--resume")
+    assert f"Resumed from {resumed / f'checkpoint-{STEPS // 2}'} at step {STEPS // 2}" in output
+    assert_same_weights(final_weights(resumed), final_weights(out))
+    assert [(r["step"], r["loss"]) for r in _metrics(resumed)] == [(r["step"], r["loss"]) for r in _metrics(out)
+                                                                   if r["step"] > STEPS // 2]
