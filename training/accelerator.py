@@ -164,6 +164,8 @@ def run_info(accelerator: Accelerator, model: torch.nn.Module | None = None, **e
     }
     if model is not None:
         info["local_parameter_numel"] = local_parameter_numel(model)
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+    info["zero3_init"] = is_deepspeed_zero3_enabled()  # the model was built under deepspeed.zero.Init
     info.update(extra)
     return info
 

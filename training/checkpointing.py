@@ -57,7 +57,8 @@ def earlier_run(output_dir: str | Path) -> list[Path]:
     if not output_dir.is_dir():
         return []
     return sorted(child for child in output_dir.iterdir()
-                  if child.name in RUN_ARTIFACTS or child.name.startswith((CHECKPOINT_PREFIX, TEMP_PREFIX, ABANDONED_PREFIX)))
+                  if child.name in RUN_ARTIFACTS
+                  or child.name.startswith((CHECKPOINT_PREFIX, TEMP_PREFIX, ABANDONED_PREFIX)))
 
 
 def remove_paths(paths: list[Path]) -> None:

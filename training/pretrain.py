@@ -90,13 +90,26 @@ def prepare_tokenizer(run: RunConfig, mixture, output_dir: Path, accelerator):
 
 def build_model(run: RunConfig, tokenizer):
     """A freshly initialised LlamaPaperForCausalLM for the run's preset, sized to the tokenizer."""
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
     from modeling_llama import LlamaPaperConfig, LlamaPaperForCausalLM
 
     overrides = {"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
                  "eos_token_id": tokenizer.eos_token_id, **run.model}
     config = LlamaPaperConfig.from_preset(run.model_preset, **overrides)
-    torch.manual_seed(run.seed)  # identical initial weights on every process and in every rerun
-    model = LlamaPaperForCausalLM(config)
+    # `_from_config` (not the constructor) builds under deepspeed.zero.Init when the ZeRO-3 config asks for it
+    # (`zero3_init_flag`): no process ever holds the whole model, and rank 0 initialises each module in turn from
+    # the seed. (FSDP2 builds the whole model on every process, then shards it: Accelerate 1.15's
+    # `fsdp_cpu_ram_efficient_loading` broke the optimizer of a model built from scratch when tried here.)
+    torch.manual_seed(run.seed)
+    model = LlamaPaperForCausalLM._from_config(config)
+    if not is_deepspeed_zero3_enabled():
+        # The constructor's torch default inits drew from the RNG before `_init_weights` ran (zero.Init skips
+        # them): draw the weights again from the seed alone, so that every path gives the same initial model.
+        torch.manual_seed(run.seed)
+        for module in model.modules():
+            module._is_hf_initialized = False
+        model.initialize_weights()
     model.set_attn_implementation(run.attn_implementation)
     return model
 
@@ -123,7 +136,8 @@ def _checks_losses_before_backward(accelerator) -> bool:
     return accelerator.distributed_type == DistributedType.DEEPSPEED or accelerator.scaler is not None
 
 
-def _step_values(accelerator, losses: torch.Tensor, grad_norm, stop_requested: bool) -> tuple[float, bool, float | None, bool]:
+def _step_values(accelerator, losses: torch.Tensor, grad_norm,
+                 stop_requested: bool) -> tuple[float, bool, float | None, bool]:
     """(mean loss, whether every loss was finite, gradient norm, whether any process got a signal) in one host sync.
 
     Every `.item()` of a GPU tensor waits for all queued kernels; folding the step's scalars into one tensor (and one
@@ -185,8 +199,9 @@ def check_resumed_config(run: RunConfig, saved: dict | None, checkpoint: Path) -
                          "Pass --resume alone (the checkpoint holds the run's settings; flags such as --max-steps or "
                          "--save-steps may still change), or start a new run in another --output-dir.")
     if saved.get("max_steps") != run.max_steps:
-        warnings.warn(f"Resuming with max_steps {run.max_steps} instead of {saved.get('max_steps')}: the warm-up/cosine "
-                      "schedule is stretched to the new length, so from here on the run differs from both.",
+        warnings.warn(f"Resuming with max_steps {run.max_steps} instead of {saved.get('max_steps')}: the "
+                      "warm-up/cosine schedule is stretched to the new length, so from here on the run differs from "
+                      "both.",
                       UserWarning, stacklevel=2)
 
 
@@ -340,7 +355,8 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
             logger.close()
             stop.restore()
             raise NonFiniteLossError(f"{nonfinite_in_a_row} optimizer steps in a row had a non-finite loss or "
-                                     f"gradient norm (step {step}); lower the learning rate or use bf16 instead of fp16.")
+                                     f"gradient norm (step {step}); lower the learning rate or use bf16 instead of "
+                                     "fp16.")
         if (run.save_steps and step % run.save_steps == 0) or should_stop:
             save_checkpoint(accelerator, output_dir, step, trainer_state(), run.keep_checkpoints,
                             model_config=model_config, tokenizer_dir=tokenizer_dir)

@@ -189,10 +189,12 @@ def test_resume_mid_window_logs_the_uninterrupted_losses_and_sets_newer_checkpoi
     shutil.copy(short_reference / "metrics.jsonl", out / "metrics.jsonl")
     pretrain(_run(out, max_steps=8, save_steps=2, log_steps=3, keep_checkpoints=2), resume=str(out / "checkpoint-4"))
     # Step 6's window holds steps 4 (before the checkpoint) and 5-6 (after): its loss is the uninterrupted one.
-    assert [(r["step"], r["loss"]) for r in _metrics(out)] == [(r["step"], r["loss"]) for r in _metrics(short_reference)]
+    losses = [(r["step"], r["loss"]) for r in _metrics(out)]
+    assert losses == [(r["step"], r["loss"]) for r in _metrics(short_reference)]
     assert_same_weights(final_weights(out), final_weights(short_reference))
     # The old checkpoint-6/8 continued the abandoned path: renamed, so that pruning and `--resume latest` skip them.
-    assert sorted(p.name for p in out.glob("abandoned-checkpoint-*")) == ["abandoned-checkpoint-6", "abandoned-checkpoint-8"]
+    abandoned = sorted(p.name for p in out.glob("abandoned-checkpoint-*"))
+    assert abandoned == ["abandoned-checkpoint-6", "abandoned-checkpoint-8"]
     assert [step for step, _ in list_checkpoints(out)] == [6, 8]
 
 

@@ -3,9 +3,12 @@ offload, FSDP2. Each really is distributed as configured, they agree with each o
 (possibly sharded) checkpoints consolidate into a normal folder that reloads, and resuming the replicated and both
 sharded engines from a mid-run checkpoint ends with the uninterrupted run's weights.
 
-Tolerance: all modes clip at 1.0 (DeepSpeed inside its engine) and see the same global batches, so the losses
-agree to float32 round-off; we allow 1e-4 nats. The first DeepSpeed run JIT-builds its C++ ops into .torch_ext/
-(1-2 minutes per op, cold); later runs load them in seconds.
+Tolerance: all modes start from the same weights (ZeRO-3 builds them under deepspeed.zero.Init, rank 0
+initialising each module from the seed as a single process does), clip at 1.0 (DeepSpeed inside its engine) and see
+the same global batches, so the losses agree to float32 round-off: the same at step 1, then apart by up to ~2e-4
+nats after 6 steps of Adam at lr 3e-3 (which divides tiny gradients by sqrt(v) and so magnifies round-off); we allow
+5e-4. A different initial model is off by ~1e-2 from step 1 on. The first DeepSpeed run JIT-builds its C++ ops into
+.torch_ext/ (1-2 minutes per op, cold); later runs load them in seconds.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from training.optimizer import lr_multiplier
 from .pretrain_helpers import REPO, assert_same_weights, final_weights, subprocess_env, tiny_run
 
 STEPS = 6
-LOSS_TOLERANCE = 1e-4
+LOSS_TOLERANCE = 5e-4
 MODES = {  # config -> (distributed_type, zero_stage, parameters sharded across the 2 ranks)
     "cpu-ddp": ("MULTI_CPU", None, False),
     "cpu-zero2": ("DEEPSPEED", 2, False),
@@ -66,6 +69,7 @@ def test_two_process_run_is_distributed_as_configured_and_agrees_with_ddp(config
     kind, stage, sharded = MODES[config]
     info = json.loads((out / "run_info.json").read_text())
     assert (info["world_size"], info["distributed_type"], info["zero_stage"]) == (2, kind, stage)
+    assert info["zero3_init"] == (stage == 3)  # ZeRO-3 builds the model partitioned (deepspeed.zero.Init)
     if sharded:  # each rank holds about half of the parameters (ZeRO-3 partitions, FSDP2 DTensor shards)
         assert info["local_parameter_numel"] <= info["parameters"] // 2 + 1000
     else:
@@ -78,6 +82,7 @@ def test_two_process_run_is_distributed_as_configured_and_agrees_with_ddp(config
     assert [r["lr"] for r in records] == pytest.approx(
         [run.learning_rate * lr_multiplier(s, warmup, STEPS) for s in range(STEPS)])
     reference = _metrics(_launch("cpu-ddp", tmp_path_factory))
+    assert records[0]["loss"] == pytest.approx(reference[0]["loss"], abs=1e-6)  # the same initial model
     assert [r["loss"] for r in records] == pytest.approx([r["loss"] for r in reference], abs=LOSS_TOLERANCE)
     assert records[-1]["loss"] < records[0]["loss"]
 
@@ -97,7 +102,13 @@ def test_checkpoint_consolidates_into_a_folder_that_reloads(config, tmp_path_fac
     consolidated = final_weights(folder)
     assert_same_weights(consolidated, final_weights(out), atol=1e-6)  # the checkpoint is the final model
     ddp_final = final_weights(_launch("cpu-ddp", tmp_path_factory))
-    assert_same_weights(consolidated, ddp_final, atol=1e-4)  # and all modes trained the same weights
+    # And all modes trained the same weights, up to round-off: Adam turns the engines' different summation orders
+    # into whole lr-sized steps on elements whose gradient is near zero (a handful of 3e-3 moves after 6 steps), so
+    # compare each tensor's relative L2 difference (~1e-3 measured; a mis-assembled shard gives ~1).
+    assert consolidated.keys() == ddp_final.keys()
+    for key, tensor in consolidated.items():
+        relative = ((tensor.float() - ddp_final[key].float()).norm() / ddp_final[key].float().norm()).item()
+        assert relative < 5e-3, f"{key}: relative difference {relative:.2g} from the DDP run"
 
 
 @pytest.mark.parametrize("config", ["cpu-ddp", "cpu-zero3", "cpu-fsdp"])

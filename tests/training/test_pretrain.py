@@ -284,3 +284,23 @@ def test_a_tokenizer_trained_in_the_run_reads_a_bounded_sample_of_an_endless_mix
     tokenizer, folder = pretrain_module.prepare_tokenizer(run, Endless(), tmp_path, Accelerator(cpu=True))
     assert len(read) == 400 and set(read) == {"train"}  # exactly the cap, from the training split only
     assert len(tokenizer) == 512 and folder == tmp_path / "tokenizer"
+
+
+def test_initial_weights_come_from_the_seed_alone_as_under_zero_init():
+    # Under ZeRO-3 (deepspeed.zero.Init) torch's default inits are skipped and rank 0 draws every weight from the
+    # seed in module order; a single process must draw the very same weights, or ZeRO-3 and DDP runs start apart.
+    from transformers import AutoTokenizer
+    from transformers.initialization import no_init_weights
+
+    from modeling_llama import LlamaPaperForCausalLM
+    run = RunConfig.from_dict({"model_preset": "tiny", "seed": 3})
+    model = pretrain_module.build_model(run, AutoTokenizer.from_pretrained(tiny_tokenizer_dir()))
+    torch.manual_seed(run.seed)
+    with no_init_weights():  # what zero.Init's construction skips
+        reference = LlamaPaperForCausalLM(model.config)
+    torch.manual_seed(run.seed)
+    reference.initialize_weights()
+    for name, tensor in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor), name
+    q = model.model.layers[0].self_attn.q_proj.weight
+    assert abs(q.std().item() - model.config.initializer_range) < 2e-3  # N(0, 0.02), not torch's kaiming default
