@@ -124,3 +124,41 @@ def test_resume_from_a_mid_run_checkpoint_ends_with_the_uninterrupted_weights(co
     assert_same_weights(final_weights(resumed), final_weights(out))
     assert [(r["step"], r["loss"]) for r in _metrics(resumed)] == [(r["step"], r["loss"]) for r in _metrics(out)
                                                                    if r["step"] > STEPS // 2]
+
+
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoint(tmp_path):
+    # A scheduler may preempt one node only: the stop flag travels with the step's all-reduce, so every rank
+    # leaves the loop after the same step and writes its part of one checkpoint.
+    import signal
+    import time
+
+    import psutil
+
+    from training.checkpointing import TRAINER_STATE, list_checkpoints
+    run_file = tmp_path / "run.yaml"
+    out = tmp_path / "out"
+    run_file.write_text(yaml.safe_dump(tiny_run(out, max_steps=100_000, micro_batch_size=4, log_steps=1,
+                                                save_steps=0, sample_tokens=0).to_dict()))
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               str(REPO / "training" / "configs" / "cpu-ddp.yaml"), "-m", "training.pretrain", "--config", str(run_file)]
+    launcher = subprocess.Popen(command, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().count("\n") >= 3):
+            assert launcher.poll() is None and time.monotonic() < deadline, "the launched run did not start training"
+            time.sleep(0.1)
+        workers = [p for p in psutil.Process(launcher.pid).children(recursive=True)
+                   if "training.pretrain" in " ".join(p.cmdline())]
+        rank_1 = [p for p in workers if p.environ().get("RANK") == "1"]
+        assert len(workers) == 2 and len(rank_1) == 1
+        rank_1[0].send_signal(signal.SIGTERM)  # rank 0 gets no signal at all
+        output, _ = launcher.communicate(timeout=240)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 0, output[-3000:]
+    assert "Stopped by signal" in output  # rank 0 prints; it learnt of rank 1's signal through the all-reduce
+    (step, folder), = list_checkpoints(out)
+    assert json.loads((folder / TRAINER_STATE).read_text())["step"] == step >= 3
+    assert not (out / "summary.json").exists()
