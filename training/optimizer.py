@@ -21,7 +21,9 @@ NO_DECAY_NAME_SUFFIXES = ("embed_tokens.weight",)
 
 def is_no_decay(name: str, parameter: torch.Tensor) -> bool:
     """True for parameters excluded from weight decay (1-D gains and the input embedding)."""
-    return parameter.ndim < 2 or name.endswith(NO_DECAY_NAME_SUFFIXES)
+    # Under deepspeed.zero.Init a parameter is an empty 1-D placeholder; its real shape is `ds_shape`.
+    ndim = len(getattr(parameter, "ds_shape", parameter.shape))
+    return ndim < 2 or name.endswith(NO_DECAY_NAME_SUFFIXES)
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -65,6 +65,17 @@ def test_no_decay_groups_are_the_norm_gains_and_the_input_embedding():
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
 
 
+def test_no_decay_groups_are_the_same_for_zero_init_placeholders():
+    # Under deepspeed.zero.Init every parameter is an empty 1-D tensor carrying its real shape in `ds_shape`:
+    # grouping by `ndim` alone once put every matrix in the no-decay group of ZeRO-3 runs.
+    model = _tiny_model()
+    expected = [group["names"] for group in parameter_groups(model, 0.1)]
+    for parameter in model.parameters():
+        parameter.ds_shape = parameter.shape
+        parameter.data = torch.empty(0)
+    assert [group["names"] for group in parameter_groups(model, 0.1)] == expected
+
+
 def test_adamw_betas_and_decay_really_applied():
     model = _tiny_model()
     optimizer = build_optimizer(model, learning_rate=0.5, weight_decay=0.1)
