@@ -127,13 +127,20 @@ def _all_finite(accelerator, loss: torch.Tensor) -> bool:
 
 
 def _checks_losses_before_backward(accelerator) -> bool:
-    """Whether a non-finite loss must be caught before its backward pass rather than once after the step's last one.
+    """Whether a non-finite loss must be caught before its backward pass rather than once after the step's last one:
+    with Accelerate's GradScaler (fp16), whose `unscale_` (in the clip) must not run for a step that is then dropped.
 
-    DeepSpeed's engine steps inside `accelerator.backward`, and a GradScaler (fp16) must not have its gradients unscaled
-    by the clip of a step that is then dropped; everywhere else the check waits for the end of the step.
+    Under DeepSpeed every micro-batch goes through backward, and the engine, which steps inside the last one, discards
+    an update whose gradients are not finite and clears its accumulation buffers itself (ZeRO-1/2: fp32, and bf16
+    with `check_grad_overflow`, DeepSpeed's default; ZeRO-3: always). Skipping the backward of a later micro-batch
+    instead left the earlier ones' gradients in ZeRO's buffers, to leak into the next update.
     """
+    return accelerator.scaler is not None
+
+
+def _uses_deepspeed(accelerator) -> bool:
     from accelerate.utils import DistributedType
-    return accelerator.distributed_type == DistributedType.DEEPSPEED or accelerator.scaler is not None
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
 
 
 def _step_values(accelerator, losses: torch.Tensor, grad_norm,
@@ -289,6 +296,7 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
     stop = GracefulStop()
     stopped_by = None
     early_checks = _checks_losses_before_backward(accelerator)
+    deepspeed, fp16 = _uses_deepspeed(accelerator), accelerator.mixed_precision == "fp16"
 
     def trainer_state() -> dict:
         return {"step": step, "tokens_seen": tokens_seen, "nonfinite_in_a_row": nonfinite_in_a_row,
@@ -314,15 +322,17 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
         grad_norm = None if skipped else accelerator.clip_grad_norm_(model.parameters(), run.max_grad_norm)
         step_loss, losses_finite, grad_norm, should_stop = _step_values(accelerator, torch.stack(losses), grad_norm,
                                                                         stop.requested is not None)
-        # Without a loss scaler a non-finite gradient norm (finite loss, overflow in backward) must not reach the
-        # weights either; with one, the scaler skips that update itself and lowers its scale.
-        bad_norm = not early_checks and grad_norm is not None and not math.isfinite(grad_norm)
+        # A non-finite gradient norm of a finite loss (overflow in backward) must not reach the weights either,
+        # unless fp16's loss scaler owns that case: it skips the update itself and lowers its scale.
+        bad_norm = not fp16 and grad_norm is not None and not math.isfinite(grad_norm)
+        if deepspeed and (not losses_finite or bad_norm) and grad_norm != math.inf:
+            # The engine reports an infinite norm for the updates it discarded; anything else means it applied one.
+            raise RuntimeError(f"step {step}: DeepSpeed applied an update with non-finite gradients (gradient norm "
+                               f"{grad_norm}); keep bf16.check_grad_overflow on in the DeepSpeed config.")
         if skipped or not losses_finite or bad_norm:
-            # Drop this step's gradients: no update, but the step (data, schedule) is consumed.
+            # No update, but the step (data, schedule) is consumed. DeepSpeed's engine has already discarded it
+            # (and its buffers) inside backward; elsewhere drop the gradients here.
             optimizer.zero_grad(set_to_none=True)
-            engine = getattr(accelerator, "deepspeed_engine_wrapped", None)
-            if engine is not None:
-                engine.engine.zero_grad()
             nonfinite_in_a_row += 1
             what = "non-finite loss" if skipped or not losses_finite else f"non-finite gradient norm ({grad_norm})"
             warnings.warn(f"step {step}: {what}; update skipped ({nonfinite_in_a_row} in a row, "

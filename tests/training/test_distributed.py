@@ -156,3 +156,32 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoin
     (step, folder), = list_checkpoints(out)
     assert json.loads((folder / TRAINER_STATE).read_text())["step"] == step >= 3
     assert not (out / "summary.json").exists()
+
+
+@pytest.mark.parametrize("config", ["cpu-zero2", "cpu-zero3-offload"])
+def test_a_nan_loss_mid_accumulation_skips_the_same_update_as_ddp(config, tmp_path_factory):
+    # Step 2's second micro-batch has a NaN loss on both ranks. DeepSpeed must drop the whole step like DDP does:
+    # skipping that micro-batch's backward once left the first micro-batch's gradients in ZeRO's accumulation
+    # buffers, added to step 3's update (weights 8e-3 away from DDP's by step 6).
+    def launch(name):
+        folder = tmp_path_factory.mktemp(f"nan-{name}")
+        run_file = folder / "run.yaml"
+        run_file.write_text(yaml.safe_dump(tiny_run(folder / "out", max_steps=STEPS, micro_batch_size=4,
+                                                    gradient_accumulation_steps=2, log_steps=1, save_steps=0,
+                                                    sample_tokens=0, eval_max_batches=1).to_dict()))
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                   str(REPO / "training" / "configs" / f"{name}.yaml"),
+                   str(REPO / "tests" / "training" / "launch_with_nan_loss.py"), "--config", str(run_file)]
+        env = {**subprocess_env(), "NAN_MICRO_BATCHES": "4"}
+        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+        assert "step 1: non-finite loss; update skipped" in result.stdout + result.stderr
+        return folder / "out"
+
+    if "nan-cpu-ddp" not in _runs:
+        _runs["nan-cpu-ddp"] = launch("cpu-ddp")
+    ddp, out = _runs["nan-cpu-ddp"], launch(config)
+    assert [r["grad_norm"] is None for r in _metrics(out)] == [False, True, False, False, False, False]
+    assert [r["loss"] for r in _metrics(out)][2:] == pytest.approx([r["loss"] for r in _metrics(ddp)][2:],
+                                                                   abs=LOSS_TOLERANCE)
+    assert_same_weights(final_weights(out), final_weights(ddp), atol=1e-4)
