@@ -32,6 +32,8 @@ def main() -> None:
         LlamaPaperForCausalLM(LlamaPaperConfig.from_preset("tiny")).save_pretrained(folder)
         LlamaPaperTokenizerFast(vocab_file=str(TOKENIZER)).save_pretrained(folder)
         print(f"saved a random tiny model to {folder}")
+    elif not (Path(folder) / "config.json").is_file():
+        parser.error(f"--model {folder}: no saved model there (no config.json)")
 
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .configuration_llama_paper import PAPER_PARAMETERS, PRESETS, LlamaPaperConfig
 from .flops import count_parameters, flops_per_token, memory_bytes
@@ -23,6 +24,9 @@ def describe(config: LlamaPaperConfig, seq_len: int | None = None) -> dict[str, 
 def _run(args: argparse.Namespace) -> int:
     if (args.model is None) == (args.preset is None):
         raise SystemExit("llama-paper info: pass exactly one of --model DIR or --preset NAME.")
+    if args.model is not None and not (Path(args.model) / "config.json").is_file():
+        raise FileNotFoundError(f"--model {args.model}: no config.json there; pass a folder written by "
+                                "`llama-paper pretrain`, `convert-meta` or `save_pretrained` (or use --preset NAME).")
     config = LlamaPaperConfig.from_preset(args.preset) if args.preset else LlamaPaperConfig.from_pretrained(args.model)
     seq = args.seq_len or config.max_position_embeddings
     info = describe(config, seq)

@@ -150,6 +150,15 @@ def apply_lora(model, r: int, alpha: int, dropout: float):
     return get_peft_model(model, config)
 
 
+def check_model_dir(model_dir: str) -> None:
+    """A path (not a Hub id) must be a saved model folder; say so instead of transformers' "Repo id must be..."."""
+    path = Path(model_dir).expanduser()
+    looks_like_a_path = path.exists() or model_dir.startswith((".", "/", "~")) or model_dir.count("/") > 1
+    if looks_like_a_path and not (path / "config.json").is_file():
+        raise FileNotFoundError(f"--model {model_dir}: no saved model there (no config.json); pass a folder written by "
+                                "`llama-paper pretrain`, `convert-meta` or `save_pretrained`, or a Hub id.")
+
+
 def finetune(model_dir: str, data: str, output_dir: str, max_steps: int = -1, epochs: float = 1.0,
              learning_rate: float = 2e-5, batch_size: int = 8, gradient_accumulation_steps: int = 1,
              max_length: int = 512, warmup_steps: int = 0, weight_decay: float = 0.0, seed: int = 0,
@@ -161,6 +170,7 @@ def finetune(model_dir: str, data: str, output_dir: str, max_steps: int = -1, ep
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
     records = load_records(data)
+    check_model_dir(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     examples = with_targets(encode_record(r, tokenizer, max_length) for r in records)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16 if bf16 else torch.float32)

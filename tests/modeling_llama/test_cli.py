@@ -41,11 +41,14 @@ def test_info_prints_exact_parameter_count(tmp_path, fixtures, capsys):
     assert f"{count_parameters(LlamaPaperConfig.from_preset('13B')):,}" in capsys.readouterr().out
 
 
-def test_missing_model_folder_names_the_problem(tmp_path):
+def test_missing_model_folder_names_the_problem(tmp_path, capsys):
     import pytest
 
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_model_and_tokenizer(tmp_path / "nope")
+    # `info` used to surface transformers' "Repo id must be in the form 'repo_name'..." for a missing folder.
+    assert main(["info", "--model", str(tmp_path / "nope")]) == 2
+    assert f"--model {tmp_path / 'nope'}: no config.json there" in capsys.readouterr().err
 
 
 def test_bad_input_to_any_subcommand_is_one_line_and_exit_code_2(tmp_path, capsys):

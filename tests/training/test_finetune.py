@@ -156,6 +156,11 @@ def test_bad_data_is_a_clear_error(tmp_path, capsys):
         load_records(bad)
     assert llama_paper(["finetune", "--model", "x", "--data", str(tmp_path / "missing.jsonl")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"text": "fine"}\n')
+    for model in (tmp_path / "no-such-model", tmp_path):  # missing, and a folder that holds no model
+        assert llama_paper(["finetune", "--model", str(model), "--data", str(good)]) == 2
+        assert f"--model {model}: no saved model there (no config.json)" in capsys.readouterr().err
 
 
 def test_examples_whose_prompt_fills_max_length_are_skipped(tmp_path, tokenizer, base_model, capsys):
