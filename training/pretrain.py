@@ -75,6 +75,12 @@ def prepare_tokenizer(run: RunConfig, mixture, output_dir: Path, accelerator):
     from transformers import AutoTokenizer
 
     if run.tokenizer:
+        path = Path(run.tokenizer).expanduser()
+        a_path = path.exists() or run.tokenizer.startswith((".", "/", "~"))  # else a Hub id
+        if a_path and not (path / "tokenizer_config.json").is_file():
+            raise FileNotFoundError(f"tokenizer {run.tokenizer}: no saved tokenizer there (no tokenizer_config.json); "
+                                    "pass a folder from `llama-paper train-tokenizer` or a model folder, or leave "
+                                    "`tokenizer` unset to train one in the run.")
         return AutoTokenizer.from_pretrained(run.tokenizer), Path(run.tokenizer)
     folder = output_dir / "tokenizer"
     if accelerator.is_main_process and not (folder / "tokenizer_config.json").is_file():

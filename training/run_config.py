@@ -86,6 +86,7 @@ class RunConfig:
         for f in dataclasses.fields(self):
             setattr(self, f.name, _coerce_number(f.name, f.type, getattr(self, f.name)))
         self.validate()
+        self.model = _checked_model_overrides(self.model)
 
     def validate(self) -> None:
         """Raise ValueError naming the first inconsistent field and how to fix it."""
@@ -207,6 +208,25 @@ def _coerce_number(name: str, annotation: str, value: Any) -> Any:
             raise ValueError(f"RunConfig.{name} must be an integer, got {value!r}.")
         return int(number)
     return number
+
+
+def _checked_model_overrides(overrides: dict) -> dict:
+    """`model` overrides must name LlamaPaperConfig fields, with numbers as numbers: a typo (`hiden_size`) would
+    otherwise be stored and ignored, and the run would train the preset's model."""
+    from modeling_llama import LlamaPaperConfig
+
+    defaults = LlamaPaperConfig().to_dict()
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        valid = ", ".join(sorted(key for key in defaults if not key.startswith("_")))
+        raise ValueError(f"Unknown model key(s) {unknown} in RunConfig.model; valid keys: {valid}.")
+    checked = {}
+    for key, value in overrides.items():
+        default = defaults[key]
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            value = _coerce_number(f"model.{key}", type(default).__name__, value)
+        checked[key] = value
+    return checked
 
 
 def available_presets() -> list[str]:

@@ -304,3 +304,10 @@ def test_initial_weights_come_from_the_seed_alone_as_under_zero_init():
         assert torch.equal(model.state_dict()[name], tensor), name
     q = model.model.layers[0].self_attn.q_proj.weight
     assert abs(q.std().item() - model.config.initializer_range) < 2e-3  # N(0, 0.02), not torch's kaiming default
+
+
+def test_a_missing_tokenizer_folder_is_a_one_line_error(tmp_path, capsys):
+    # It used to surface transformers' "Repo id must be in the form 'repo_name'..." traceback.
+    assert llama_paper(["pretrain", "--preset", "tiny", "--output-dir", str(tmp_path / "run"),
+                        "--tokenizer", str(tmp_path / "no-tokenizer")]) == 2
+    assert f"tokenizer {tmp_path / 'no-tokenizer'}: no saved tokenizer there" in capsys.readouterr().err

@@ -81,3 +81,13 @@ def test_numbers_in_exponent_notation_are_numbers(tmp_path):
                          ("learning_rate=null", "learning_rate must be a number")):
         with pytest.raises(ValueError, match=message):
             load_run_config("tiny", None, {}, [bad])
+
+
+def test_model_overrides_must_name_config_fields_with_numbers_as_numbers():
+    # `--set model.hiden_size=64` used to be stored, ignored, and the preset's model trained.
+    run = load_run_config("tiny", None, {}, ["model.hidden_size=128", "model.rope_theta=1e4"])
+    assert run.model == {"hidden_size": 128, "rope_theta": 10000.0} and isinstance(run.model["rope_theta"], float)
+    with pytest.raises(ValueError, match=r"Unknown model key\(s\) \['hiden_size'\].*valid keys: .*hidden_size"):
+        load_run_config("tiny", None, {}, ["model.hiden_size=64"])
+    with pytest.raises(ValueError, match="RunConfig.model.hidden_size must be an integer, got 'abc'"):
+        load_run_config("tiny", None, {}, ["model.hidden_size=abc"])
