@@ -159,18 +159,27 @@ def check_model_dir(model_dir: str) -> None:
                                 "`llama-paper pretrain`, `convert-meta` or `save_pretrained`, or a Hub id.")
 
 
+def check_output_dir(output_dir: str, overwrite: bool) -> None:
+    """Refuse to write over a saved model (an earlier fine-tune, or the base model itself) unless told to."""
+    held = [name for name in ("config.json", "adapter_config.json") if (Path(output_dir) / name).is_file()]
+    if held and not overwrite:
+        raise FileExistsError(f"--output-dir {output_dir} already holds a model ({held[0]}); pass --overwrite to "
+                              "replace it, or choose another folder.")
+
+
 def finetune(model_dir: str, data: str, output_dir: str, max_steps: int = -1, epochs: float = 1.0,
              learning_rate: float = 2e-5, batch_size: int = 8, gradient_accumulation_steps: int = 1,
              max_length: int = 512, warmup_steps: int = 0, weight_decay: float = 0.0, seed: int = 0,
              bf16: bool = False, activation_checkpointing: bool = False, lora: bool = False, lora_r: int = 8,
              lora_alpha: int = 16, lora_dropout: float = 0.05, merge_lora: bool = False,
-             logging_steps: int = 10) -> dict:
+             logging_steps: int = 10, overwrite: bool = False) -> dict:
     """Fine-tune `model_dir` on `data` with transformers.Trainer; saves into output_dir; returns the train metrics."""
     import modeling_llama  # noqa: F401  (registers our classes; saved folders get auto_map)
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
     records = load_records(data)
     check_model_dir(model_dir)
+    check_output_dir(output_dir, overwrite)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     examples = with_targets(encode_record(r, tokenizer, max_length) for r in records)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16 if bf16 else torch.float32)
@@ -221,6 +230,7 @@ def register(subparsers) -> None:
     parser.add_argument("--lora-dropout", type=float, default=0.05)
     parser.add_argument("--merge-lora", action="store_true", help="save the merged model instead of the adapter")
     parser.add_argument("--logging-steps", type=int, default=10)
+    parser.add_argument("--overwrite", action="store_true", help="replace a model already in --output-dir")
     parser.set_defaults(func=_run)
 
 

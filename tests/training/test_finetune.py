@@ -118,7 +118,7 @@ def test_loss_counts_only_response_tokens(tokenizer, base_model):
     torch.testing.assert_close(loss, torch.stack(terms).mean(), rtol=1e-5, atol=1e-6)
 
 
-def test_finetune_cli_trains_and_saves_a_folder_that_reloads(tmp_path, base_model, tokenizer):
+def test_finetune_cli_trains_and_saves_a_folder_that_reloads(tmp_path, base_model, tokenizer, capsys):
     from transformers import AutoModelForCausalLM
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(p) + "\n" for p in PAIRS * 8))
@@ -132,6 +132,14 @@ def test_finetune_cli_trains_and_saves_a_folder_that_reloads(tmp_path, base_mode
     with torch.no_grad():
         assert tuned(**batch).loss < base(**batch).loss - 1.0  # it learnt the responses
     assert json.loads((out / "config.json").read_text())["model_type"] == "llama_paper"
+    # A second run into the same folder (or into the base model's own folder) must not replace a model silently.
+    for target in (out, base_model):
+        again = ["finetune", "--model", str(base_model), "--data", str(data), "--output-dir", str(target),
+                 "--max-steps", "1"]
+        assert llama_paper(again) == 2
+        assert f"--output-dir {target} already holds a model (config.json); pass --overwrite" in capsys.readouterr().err
+    assert llama_paper(["finetune", "--model", str(base_model), "--data", str(data), "--output-dir", str(out),
+                        "--max-steps", "1", "--overwrite"]) == 0
 
 
 def test_lora_trains_adapters_only_or_names_the_missing_extra(tmp_path, base_model):
