@@ -333,7 +333,7 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
         bad_norm = not fp16 and grad_norm is not None and not math.isfinite(grad_norm)
         if deepspeed and (not losses_finite or bad_norm) and grad_norm != math.inf:
             # The engine reports an infinite norm for the updates it discarded; anything else means it applied one.
-            raise RuntimeError(f"step {step}: DeepSpeed applied an update with non-finite gradients (gradient norm "
+            raise RuntimeError(f"step {step + 1}: DeepSpeed applied an update with non-finite gradients (gradient norm "
                                f"{grad_norm}); keep bf16.check_grad_overflow on in the DeepSpeed config.")
         if skipped or not losses_finite or bad_norm:
             # No update, but the step (data, schedule) is consumed. DeepSpeed's engine has already discarded it
@@ -341,7 +341,8 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
             optimizer.zero_grad(set_to_none=True)
             nonfinite_in_a_row += 1
             what = "non-finite loss" if skipped or not losses_finite else f"non-finite gradient norm ({grad_norm})"
-            warnings.warn(f"step {step}: {what}; update skipped ({nonfinite_in_a_row} in a row, "
+            # Numbered like metrics.jsonl and the progress bar: the step this update would have completed.
+            warnings.warn(f"step {step + 1}: {what}; update skipped ({nonfinite_in_a_row} in a row, "
                           f"limit {run.max_nonfinite_steps}).", RuntimeWarning, stacklevel=1)
             grad_norm = None
         else:

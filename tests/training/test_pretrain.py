@@ -131,8 +131,10 @@ def _break_calls(monkeypatch, broken_calls: tuple[int, ...], breaker) -> list[to
 def test_non_finite_loss_skips_the_update_and_stops_after_k_in_a_row(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     snapshots = _break_calls(monkeypatch, (3, 4), lambda loss: loss * float("nan"))
-    with pytest.warns(RuntimeWarning, match="non-finite loss; update skipped"):
+    with pytest.warns(RuntimeWarning, match="non-finite loss; update skipped") as caught:
         pretrain(tiny_run(tmp_path / "a", max_steps=6, log_steps=1, max_nonfinite_steps=3, sample_tokens=0))
+    # numbered as metrics.jsonl numbers the steps (calls 3 and 4 are steps 3 and 4)
+    assert [str(w.message).split(":")[0] for w in caught if "update skipped" in str(w.message)] == ["step 3", "step 4"]
     assert torch.equal(snapshots[2], snapshots[4])  # steps 3 and 4 changed nothing
     assert not torch.equal(snapshots[1], snapshots[2]) and not torch.equal(snapshots[4], snapshots[5])
     records = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
