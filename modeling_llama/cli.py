@@ -10,11 +10,17 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 
 ENTRY_POINT_GROUP = "llama_paper.commands"
 # Errors that mean "bad input" (a missing file, a wrong value, a folder that already holds a model): one line naming
 # the problem and exit code 2, never a traceback. Every subcommand raises these with a message that says the fix.
 USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, KeyError, ImportError)
+
+
+def names_a_local_path(name: str) -> bool:
+    """Whether a --model/--tokenizer value means a local folder rather than a Hub id ("name" or "owner/name")."""
+    return Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -152,9 +152,9 @@ def apply_lora(model, r: int, alpha: int, dropout: float):
 
 def check_model_dir(model_dir: str) -> None:
     """A path (not a Hub id) must be a saved model folder; say so instead of transformers' "Repo id must be..."."""
-    path = Path(model_dir).expanduser()
-    looks_like_a_path = path.exists() or model_dir.startswith((".", "/", "~")) or model_dir.count("/") > 1
-    if looks_like_a_path and not (path / "config.json").is_file():
+    from modeling_llama.cli import names_a_local_path
+
+    if names_a_local_path(model_dir) and not (Path(model_dir).expanduser() / "config.json").is_file():
         raise FileNotFoundError(f"--model {model_dir}: no saved model there (no config.json); pass a folder written by "
                                 "`llama-paper pretrain`, `convert-meta` or `save_pretrained`, or a Hub id.")
 

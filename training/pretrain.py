@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from modeling_llama.cli import USER_ERRORS
+from modeling_llama.cli import USER_ERRORS, names_a_local_path
 
 from .accelerator import build_accelerator, configured_distribution, run_info, write_run_info
 from .activation_checkpointing import apply_activation_checkpointing
@@ -75,9 +75,8 @@ def prepare_tokenizer(run: RunConfig, mixture, output_dir: Path, accelerator):
     from transformers import AutoTokenizer
 
     if run.tokenizer:
-        path = Path(run.tokenizer).expanduser()
-        a_path = path.exists() or run.tokenizer.startswith((".", "/", "~"))  # else a Hub id
-        if a_path and not (path / "tokenizer_config.json").is_file():
+        saved = (Path(run.tokenizer).expanduser() / "tokenizer_config.json").is_file()
+        if names_a_local_path(run.tokenizer) and not saved:
             raise FileNotFoundError(f"tokenizer {run.tokenizer}: no saved tokenizer there (no tokenizer_config.json); "
                                     "pass a folder from `llama-paper train-tokenizer` or a model folder, or leave "
                                     "`tokenizer` unset to train one in the run.")
@@ -144,6 +143,11 @@ def _checks_losses_before_backward(accelerator) -> bool:
     return accelerator.scaler is not None
 
 
+def _uses_fsdp(accelerator) -> bool:
+    from accelerate.utils import DistributedType
+    return accelerator.distributed_type == DistributedType.FSDP
+
+
 def _uses_deepspeed(accelerator) -> bool:
     from accelerate.utils import DistributedType
     return accelerator.distributed_type == DistributedType.DEEPSPEED
@@ -171,10 +175,9 @@ def _step_values(accelerator, losses: torch.Tensor, grad_norm,
 
 def _sharded(accelerator) -> bool:
     """Whether parameters are partitioned across processes (forward/generate are then collective)."""
-    from accelerate.utils import DistributedType
-    if accelerator.distributed_type == DistributedType.FSDP:
+    if _uses_fsdp(accelerator):
         return True
-    return accelerator.distributed_type == DistributedType.DEEPSPEED and accelerator.state.deepspeed_plugin.zero_stage == 3
+    return _uses_deepspeed(accelerator) and accelerator.state.deepspeed_plugin.zero_stage == 3
 
 
 def check_output_dir(output_dir: Path, resume: str | bool | None, overwrite: bool) -> list[Path]:
