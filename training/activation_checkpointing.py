@@ -57,6 +57,21 @@ def apply_activation_checkpointing(model: nn.Module, mode: str) -> nn.Module:
     return model
 
 
+def eager_selective_warning(mode: str, compiled: bool, device_type: str) -> str | None:
+    """Why `mode` is a poor choice on this device without torch.compile, or None when it is not."""
+    # In eager mode the selective policy runs as a Python dispatch mode on every op of the forward and of its
+    # recomputation, which leaves a GPU waiting on the host. Measured (benchmarks/RESULTS.md, 1B preset, 4 x 2048,
+    # bf16): on an H100, eager selective ran at 0.67x of no checkpointing, slower than full (0.80x); on an H200,
+    # compiled, where the policy becomes part of the graph, selective ran at 0.99x of no checkpointing. On a CPU the
+    # element-wise ops themselves dominate and the two modes cost about the same either way.
+    if mode != "selective" or compiled or device_type != "cuda":
+        return None
+    return ("activation_checkpointing 'selective' without --compile runs its save/recompute policy through a Python "
+            "dispatch mode on every op, which starves a GPU: measured on an H100 it was slower than 'full' "
+            "(0.67x vs 0.80x of no checkpointing). Add --compile (compiled, selective ran at 0.99x on an H200) or use "
+            "activation_checkpointing: full.")
+
+
 def checkpointing_mode(model: nn.Module) -> str:
     """Which mode is active on `model` ("none", "full" or "selective")."""
     for module in model.modules():
@@ -67,5 +82,5 @@ def checkpointing_mode(model: nn.Module) -> str:
     return "none"
 
 
-__all__ = ["apply_activation_checkpointing", "checkpointing_mode", "selective_policy", "selective_context", "MODES",
+__all__ = ["apply_activation_checkpointing", "checkpointing_mode", "eager_selective_warning", "selective_policy", "selective_context", "MODES",
            "SAVED_OPS"]

@@ -29,7 +29,7 @@ import torch
 from modeling_llama.cli import USER_ERRORS, names_a_local_path
 
 from .accelerator import build_accelerator, configured_distribution, run_info, write_run_info
-from .activation_checkpointing import apply_activation_checkpointing
+from .activation_checkpointing import apply_activation_checkpointing, eager_selective_warning
 from .checkpointing import (TRAINER_STATE, GracefulStop, earlier_run, load_checkpoint, remove_paths, resolve_resume,
                             save_checkpoint, set_aside_newer)
 from .heldout import evaluate_batches, token_byte_lengths, unigram_counts, unigram_loss
@@ -264,6 +264,9 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
     model_config = model.config
     n_params = count_parameters(model_config)
     apply_activation_checkpointing(model, run.activation_checkpointing)
+    advice = eager_selective_warning(run.activation_checkpointing, run.compile, accelerator.device.type)
+    if advice and accelerator.is_main_process:
+        warnings.warn(advice)
     if run.compile:
         model.compile()  # in place: keeps the module (and its save_pretrained) intact
     optimizer = build_optimizer(model, run.learning_rate, run.weight_decay, (run.adam_beta1, run.adam_beta2),

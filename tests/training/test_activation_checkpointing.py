@@ -83,3 +83,13 @@ def test_full_recomputes_matmuls_selective_only_elementwise(runs):
 def test_unknown_mode_is_a_clear_error():
     with pytest.raises(ValueError, match="choose one of none, full, selective"):
         apply_activation_checkpointing(_model("none"), "some")
+
+
+def test_eager_selective_on_a_gpu_is_flagged_and_nothing_else_is():
+    from training.activation_checkpointing import eager_selective_warning
+
+    message = eager_selective_warning("selective", compiled=False, device_type="cuda")
+    assert message and "--compile" in message and "full" in message
+    for mode, compiled, device in [("selective", True, "cuda"), ("selective", False, "cpu"), ("full", False, "cuda"),
+                                   ("none", False, "cuda")]:
+        assert eager_selective_warning(mode, compiled, device) is None, (mode, compiled, device)
