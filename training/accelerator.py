@@ -44,6 +44,12 @@ def configured_distribution() -> dict:
     return {"distributed_type": kind, "world_size": world_size, "zero_stage": zero_stage}
 
 
+def fsdp_loads_from_rank0() -> bool:
+    """Whether the launcher asked FSDP to build the weights on rank 0 only (`fsdp_cpu_ram_efficient_loading`):
+    Accelerate then broadcasts rank 0's weights into every process's shards while preparing the model."""
+    return _env_flag("ACCELERATE_USE_FSDP") and _env_flag("FSDP_CPU_RAM_EFFICIENT_LOADING")
+
+
 def _configured_zero_stage() -> int:
     """The ZeRO stage the launcher asked for: `zero_stage` of the accelerate config, else the stage in its
     `deepspeed_config_file` (accelerate exports only the file's path then), else Accelerate's default, 2."""
@@ -154,6 +160,9 @@ def run_info(accelerator: Accelerator, model: torch.nn.Module | None = None, **e
         "distributed_type": accelerator.distributed_type.value,
         "zero_stage": zero_stage(accelerator),
         "fsdp_version": 2 if accelerator.distributed_type == DistributedType.FSDP else None,
+        # rank 0 alone built the weights and Accelerate broadcast them into the shards (training.pretrain._empty_model)
+        "fsdp_cpu_ram_efficient_loading": (bool(accelerator.state.fsdp_plugin.cpu_ram_efficient_loading)
+                                           if accelerator.distributed_type == DistributedType.FSDP else None),
         "mixed_precision": accelerator.mixed_precision,
         "gradient_accumulation_steps": accelerator.gradient_accumulation_steps,
         "device": str(accelerator.device),
@@ -175,5 +184,6 @@ def write_run_info(path: str | Path, info: dict) -> None:
     Path(path).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
 
-__all__ = ["build_accelerator", "assert_distribution", "configured_distribution", "run_info", "write_run_info",
+__all__ = ["build_accelerator", "assert_distribution", "configured_distribution", "fsdp_loads_from_rank0",
+           "run_info", "write_run_info",
            "local_parameter_numel", "zero_stage"]

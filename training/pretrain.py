@@ -28,7 +28,8 @@ import torch
 
 from modeling_llama.cli import USER_ERRORS, names_a_local_path
 
-from .accelerator import build_accelerator, configured_distribution, run_info, write_run_info
+from .accelerator import (build_accelerator, configured_distribution, fsdp_loads_from_rank0, run_info,
+                          write_run_info)
 from .activation_checkpointing import apply_activation_checkpointing, eager_selective_warning
 from .checkpointing import (TRAINER_STATE, GracefulStop, earlier_run, load_checkpoint, remove_paths, resolve_resume,
                             save_checkpoint, set_aside_newer)
@@ -93,7 +94,7 @@ def prepare_tokenizer(run: RunConfig, mixture, output_dir: Path, accelerator):
     return AutoTokenizer.from_pretrained(folder), folder
 
 
-def build_model(run: RunConfig, tokenizer):
+def build_model(run: RunConfig, tokenizer, rank: int = 0):
     """A freshly initialised LlamaPaperForCausalLM for the run's preset, sized to the tokenizer."""
     from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
@@ -102,10 +103,11 @@ def build_model(run: RunConfig, tokenizer):
     overrides = {"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
                  "eos_token_id": tokenizer.eos_token_id, **run.model}
     config = LlamaPaperConfig.from_preset(run.model_preset, **overrides)
+    if rank != 0 and fsdp_loads_from_rank0():
+        return _empty_model(LlamaPaperForCausalLM, config, run.attn_implementation)
     # `_from_config` (not the constructor) builds under deepspeed.zero.Init when the ZeRO-3 config asks for it
     # (`zero3_init_flag`): no process ever holds the whole model, and rank 0 initialises each module in turn from
-    # the seed. (FSDP2 builds the whole model on every process, then shards it: Accelerate 1.15's
-    # `fsdp_cpu_ram_efficient_loading` broke the optimizer of a model built from scratch when tried here.)
+    # the seed. FSDP2 with `fsdp_cpu_ram_efficient_loading` builds it on rank 0 only (above, the other ranks).
     torch.manual_seed(run.seed)
     model = LlamaPaperForCausalLM._from_config(config)
     if not is_deepspeed_zero3_enabled():
@@ -116,6 +118,26 @@ def build_model(run: RunConfig, tokenizer):
             module._is_hf_initialized = False
         model.initialize_weights()
     model.set_attn_implementation(run.attn_implementation)
+    return model
+
+
+def _empty_model(model_class, config, attn_implementation: str):
+    """The model with uninitialised parameters, for a process whose weights FSDP2 will broadcast from rank 0.
+
+    The parameters are real `torch.empty` CPU tensors, not meta ones: untouched pages of a large allocation are never
+    resident, so this costs next to no memory, while Accelerate (1.15) maps the optimizer's parameters onto their
+    shards by storage pointer, which meta tensors (all at 0) would collapse into one. The non-persistent buffers (the
+    rotary frequencies) are computed as usual: they are not in the broadcast state dict."""
+    from accelerate import init_empty_weights
+    from transformers.initialization import no_init_weights
+
+    with init_empty_weights(include_buffers=False), no_init_weights():
+        model = model_class(config)
+    for module in model.modules():
+        for name, param in list(module.named_parameters(recurse=False)):
+            setattr(module, name, torch.nn.Parameter(torch.empty_like(param, device="cpu"),
+                                                     requires_grad=param.requires_grad))
+    model.set_attn_implementation(attn_implementation)
     return model
 
 
@@ -260,7 +282,7 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
 
     mixture = load_mixture(resolve_mixture_path(run.mixture))
     tokenizer, tokenizer_dir = prepare_tokenizer(run, mixture, output_dir, accelerator)
-    model = build_model(run, tokenizer)
+    model = build_model(run, tokenizer, rank)
     model_config = model.config
     n_params = count_parameters(model_config)
     apply_activation_checkpointing(model, run.activation_checkpointing)

@@ -313,3 +313,33 @@ def test_a_missing_tokenizer_folder_is_a_one_line_error(tmp_path, capsys):
     assert llama_paper(["pretrain", "--preset", "tiny", "--output-dir", str(tmp_path / "run"),
                         "--tokenizer", str(tmp_path / "no-tokenizer")]) == 2
     assert f"tokenizer {tmp_path / 'no-tokenizer'}: no saved tokenizer there" in capsys.readouterr().err
+
+
+def test_fsdp_rank0_loading_leaves_other_ranks_an_uninitialised_model_with_real_buffers(monkeypatch):
+    # With fsdp_cpu_ram_efficient_loading only rank 0 initialises weights; Accelerate broadcasts them into the shards.
+    # The other ranks' parameters must be real CPU storage (Accelerate maps optimizer parameters by storage pointer)
+    # and their rotary buffers real values (non-persistent buffers are not broadcast).
+    from transformers import AutoTokenizer
+
+    from modeling_llama import LlamaPaperForCausalLM
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_CPU_RAM_EFFICIENT_LOADING", "true")
+    run = RunConfig.from_dict({"model_preset": "tiny", "seed": 3})
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir())
+    rank0 = pretrain_module.build_model(run, tokenizer, rank=0)
+
+    def no_init(*args, **kwargs):
+        raise AssertionError("a rank other than 0 initialised weights")
+    monkeypatch.setattr(LlamaPaperForCausalLM, "initialize_weights", no_init)
+    monkeypatch.setattr(LlamaPaperForCausalLM, "_init_weights", no_init)
+    other = pretrain_module.build_model(run, tokenizer, rank=1)
+    params = dict(other.named_parameters())
+    assert params.keys() == dict(rank0.named_parameters()).keys()
+    assert all(p.device.type == "cpu" and p.shape == rank0.get_parameter(n).shape for n, p in params.items())
+    assert len({p.data_ptr() for p in params.values()}) == len(params)  # distinct storage, none at 0
+    buffers = dict(other.named_buffers())
+    assert buffers.keys() and all(torch.equal(b, rank0.get_buffer(n)) for n, b in buffers.items())
+    assert other.config._attn_implementation == rank0.config._attn_implementation
+    monkeypatch.setenv("FSDP_CPU_RAM_EFFICIENT_LOADING", "false")  # without it every rank builds the model itself
+    with pytest.raises(AssertionError, match="initialised weights"):
+        pretrain_module.build_model(run, tokenizer, rank=1)
