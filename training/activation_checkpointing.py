@@ -82,5 +82,5 @@ def checkpointing_mode(model: nn.Module) -> str:
     return "none"
 
 
-__all__ = ["apply_activation_checkpointing", "checkpointing_mode", "eager_selective_warning", "selective_policy", "selective_context", "MODES",
-           "SAVED_OPS"]
+__all__ = ["apply_activation_checkpointing", "checkpointing_mode", "eager_selective_warning", "selective_policy",
+           "selective_context", "MODES", "SAVED_OPS"]

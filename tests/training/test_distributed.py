@@ -70,7 +70,7 @@ def test_two_process_run_is_distributed_as_configured_and_agrees_with_ddp(config
     info = json.loads((out / "run_info.json").read_text())
     assert (info["world_size"], info["distributed_type"], info["zero_stage"]) == (2, kind, stage)
     assert info["zero3_init"] == (stage == 3)  # ZeRO-3 builds the model partitioned (deepspeed.zero.Init)
-    # FSDP2: only rank 0 builds the weights; the agreement with DDP below checks that the broadcast filled rank 1's shards
+    # FSDP2: only rank 0 builds the weights; the agreement with DDP below checks that the broadcast filled the shards
     assert info["fsdp_cpu_ram_efficient_loading"] == (True if kind == "FSDP" else None)
     if sharded:  # each rank holds about half of the parameters (ZeRO-3 partitions, FSDP2 DTensor shards)
         assert info["local_parameter_numel"] <= info["parameters"] // 2 + 1000
