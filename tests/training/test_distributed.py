@@ -42,19 +42,31 @@ def _launch(config: str, tmp_path_factory):
     """Run the tiny preset for 6 steps under `accelerate launch --config_file training/configs/<config>.yaml`."""
     if config not in _runs:
         folder = tmp_path_factory.mktemp(config)
-        run_file = folder / "run.yaml"
-        run_file.write_text(yaml.safe_dump(tiny_run(folder / "out", max_steps=STEPS, micro_batch_size=4,
-                                                    log_steps=1, save_steps=STEPS // 2, sample_tokens=4).to_dict()))
+        run_file = _run_file(folder, max_steps=STEPS, micro_batch_size=4, log_steps=1, save_steps=STEPS // 2,
+                             sample_tokens=4)
         _launch_pretrain(config, "--config", str(run_file))
         _runs[config] = folder / "out"
     return _runs[config]
 
 
-def _launch_pretrain(config: str, *args: str) -> str:
-    """`accelerate launch --config_file training/configs/<config>.yaml -m training.pretrain ARGS`; its output."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-               str(REPO / "training" / "configs" / f"{config}.yaml"), "-m", "training.pretrain", *args]
-    result = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=900)
+def _run_file(folder, **settings):
+    """FOLDER/run.yaml: the tiny run with `settings`, writing into FOLDER/out."""
+    run_file = folder / "run.yaml"
+    run_file.write_text(yaml.safe_dump(tiny_run(folder / "out", **settings).to_dict()))
+    return run_file
+
+
+def _launch_command(config: str, *target: str) -> list[str]:
+    """`accelerate launch --config_file training/configs/<config>.yaml TARGET...` as an argument list."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+            str(REPO / "training" / "configs" / f"{config}.yaml"), *target]
+
+
+def _launch_pretrain(config: str, *args: str, script: str | None = None, env: dict | None = None) -> str:
+    """Launch `-m training.pretrain ARGS` (or SCRIPT ARGS) under `config` to completion; its output."""
+    target = [script] if script else ["-m", "training.pretrain"]
+    result = subprocess.run(_launch_command(config, *target, *args), cwd=REPO, env=env or subprocess_env(),
+                            capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     return result.stdout + result.stderr
 
@@ -131,12 +143,9 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoin
     import psutil
 
     from training.checkpointing import TRAINER_STATE, list_checkpoints
-    run_file = tmp_path / "run.yaml"
     out = tmp_path / "out"
-    run_file.write_text(yaml.safe_dump(tiny_run(out, max_steps=100_000, micro_batch_size=4, log_steps=1,
-                                                save_steps=0, sample_tokens=0).to_dict()))
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-               str(REPO / "training" / "configs" / "cpu-ddp.yaml"), "-m", "training.pretrain", "--config", str(run_file)]
+    run_file = _run_file(tmp_path, max_steps=100_000, micro_batch_size=4, log_steps=1, save_steps=0, sample_tokens=0)
+    command = _launch_command("cpu-ddp", "-m", "training.pretrain", "--config", str(run_file))
     launcher = subprocess.Popen(command, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
     try:
@@ -167,17 +176,12 @@ def test_a_nan_loss_mid_accumulation_skips_the_same_update_as_ddp(config, tmp_pa
     # buffers, added to step 3's update (weights 8e-3 away from DDP's by step 6).
     def launch(name):
         folder = tmp_path_factory.mktemp(f"nan-{name}")
-        run_file = folder / "run.yaml"
-        run_file.write_text(yaml.safe_dump(tiny_run(folder / "out", max_steps=STEPS, micro_batch_size=4,
-                                                    gradient_accumulation_steps=2, log_steps=1, save_steps=0,
-                                                    sample_tokens=0, eval_max_batches=1).to_dict()))
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                   str(REPO / "training" / "configs" / f"{name}.yaml"),
-                   str(REPO / "tests" / "training" / "launch_with_nan_loss.py"), "--config", str(run_file)]
-        env = {**subprocess_env(), "NAN_MICRO_BATCHES": "4"}
-        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-        assert "step 2: non-finite loss; update skipped" in result.stdout + result.stderr  # as metrics.jsonl numbers it
+        run_file = _run_file(folder, max_steps=STEPS, micro_batch_size=4, gradient_accumulation_steps=2, log_steps=1,
+                             save_steps=0, sample_tokens=0, eval_max_batches=1)
+        output = _launch_pretrain(name, "--config", str(run_file),
+                                  script=str(REPO / "tests" / "training" / "launch_with_nan_loss.py"),
+                                  env={**subprocess_env(), "NAN_MICRO_BATCHES": "4"})
+        assert "step 2: non-finite loss; update skipped" in output  # numbered as metrics.jsonl numbers it
         return folder / "out"
 
     if "nan-cpu-ddp" not in _runs:
