@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import sys
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -402,10 +403,26 @@ def save_model_metadata(config: LlamaPaperConfig, dtype: torch.dtype, folder: Pa
 
 
 def save_tokenizer(tokenizer_path: Path, folder: Path) -> None:
-    """tokenizer.model, the exact tokenizer.json and tokenizer_config.json."""
+    """tokenizer.model, the exact tokenizer.json (where one exists) and tokenizer_config.json.
+
+    Any SentencePiece model converts: the slow tokenizer runs SentencePiece itself and is always exact; a model
+    that no `tokenizers` pipeline reproduces (e.g. Unigram) gets the slow tokenizer only, with one warning.
+    """
+    from .sentencepiece_bpe import exact_fast_problems, read_sentencepiece_model
+    from .tokenization_llama_paper import LlamaPaperTokenizer
     from .tokenization_llama_paper_fast import LlamaPaperTokenizerFast
 
-    LlamaPaperTokenizerFast(vocab_file=str(tokenizer_path)).save_pretrained(folder)
+    problems = exact_fast_problems(read_sentencepiece_model(tokenizer_path))
+    if problems:
+        warnings.warn(
+            f"{tokenizer_path}: no exact fast tokenizer for this SentencePiece model ({'; '.join(problems)}); the "
+            "output folder gets the slow LlamaPaperTokenizer only (exact, runs SentencePiece). The weights are "
+            "converted as usual.",
+            stacklevel=2,
+        )
+        LlamaPaperTokenizer(vocab_file=str(tokenizer_path)).save_pretrained(folder)
+    else:
+        LlamaPaperTokenizerFast(vocab_file=str(tokenizer_path)).save_pretrained(folder)
 
 
 def check_tokenizer(tokenizer_path: Path, vocab_size: int) -> None:

@@ -11,7 +11,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 
-from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, processors
 
 # SentencePiece piece types (sentencepiece_model.proto, `SentencePiece.Type`).
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -37,6 +37,7 @@ class SentencePieceModel:
     bos_id: int = 1
     eos_id: int = 2
     pad_id: int = -1
+    unk_surface: str = " \u2047 "  # what sp.decode prints for an <unk> id (TrainerSpec default " ⁇ ")
 
     def piece_of(self, index: int) -> str | None:
         """The piece with this id, or None for -1 / out of range."""
@@ -121,6 +122,8 @@ def read_sentencepiece_model(path: str | os.PathLike) -> SentencePieceModel:
                         model.treat_whitespace_as_suffix = bool(v)
                     elif n == 35:
                         model.byte_fallback = bool(v)
+                    elif n == 44:
+                        model.unk_surface = v.decode("utf-8")
                     elif n in (40, 41, 42, 43):  # unk/bos/eos/pad ids, int32 (-1 is a 10-byte varint)
                         setattr(
                             model,
@@ -148,26 +151,31 @@ def read_sentencepiece_model(path: str | os.PathLike) -> SentencePieceModel:
     return model
 
 
-def check_exactly_convertible(model: SentencePieceModel, path: str) -> None:
-    """Raise a clear error for SentencePiece options the `tokenizers` pipeline below would not reproduce exactly."""
+class NoExactFastPipeline(ValueError):
+    """The SentencePiece model has options no `tokenizers` pipeline reproduces exactly (the slow class is exact)."""
+
+
+def exact_fast_problems(model: SentencePieceModel) -> list[str]:
+    """Why no `tokenizers` pipeline reproduces this SentencePiece model exactly (empty: `build_backend` is exact)."""
     problems = []
     if model.model_type != BPE_MODEL_TYPE:
         problems.append("the model type is not BPE")
-    if not model.byte_fallback:
-        problems.append("byte_fallback is off")
-    if model.precompiled_charsmap or model.normalization_rule_tsv:
-        problems.append(f"it uses a non-identity normalizer ({model.normalizer_name!r})")
-    if model.remove_extra_whitespaces:
-        problems.append("remove_extra_whitespaces is on")
+    if model.normalization_rule_tsv:
+        problems.append(f"it uses custom normalization rules ({model.normalizer_name!r})")
     if not model.escape_whitespaces or model.treat_whitespace_as_suffix:
         problems.append("whitespace is not escaped as a '▁' prefix")
     if any(t in (USER_DEFINED, UNUSED) for _, _, t in model.pieces):
         problems.append("it has user-defined or unused pieces")
+    return problems
+
+
+def check_exactly_convertible(model: SentencePieceModel, path: str) -> None:
+    """Raise a clear error for SentencePiece options the `tokenizers` pipeline below would not reproduce exactly."""
+    problems = exact_fast_problems(model)
     if problems:
-        raise ValueError(
-            f"{path} cannot be converted exactly to a fast tokenizer: {'; '.join(problems)}. The LLaMA tokenizer "
-            "(and `llama-paper train-tokenizer`) use BPE, byte fallback, identity normalization and kept "
-            "whitespace; use the slow `LlamaPaperTokenizer` for other SentencePiece models."
+        raise NoExactFastPipeline(
+            f"{path} cannot be converted exactly to a fast tokenizer: {'; '.join(problems)}. "
+            "Use the slow `LlamaPaperTokenizer`, which runs SentencePiece itself, for this model."
         )
 
 
@@ -200,20 +208,52 @@ def build_backend(path: str | os.PathLike, model: SentencePieceModel | None = No
     vocab = {piece: i for i, (piece, _, _) in enumerate(model.pieces)}
     unk = next((p for p, _, t in model.pieces if t == UNKNOWN), None)
     backend = Tokenizer(
-        models.BPE(vocab=vocab, merges=bpe_merges(model), unk_token=unk, fuse_unk=True, byte_fallback=True)
+        models.BPE(
+            vocab=vocab, merges=bpe_merges(model), unk_token=unk, fuse_unk=True, byte_fallback=model.byte_fallback
+        )
     )
-    # SentencePiece's identity normalizer: add_dummy_prefix prepends "▁" to non-empty text even when it already
-    # starts with a space, and every space becomes "▁" (runs kept). `Metaspace` would skip the prefix before a
-    # leading space, which is the classic HF/LLaMA mismatch, so plain normalizers are used instead.
-    steps = [normalizers.Prepend(SPACE)] if model.add_dummy_prefix else []
-    backend.normalizer = normalizers.Sequence(steps + [normalizers.Replace(" ", SPACE)])
-    # Decode: "▁" -> " ", byte pieces -> bytes, then drop the dummy prefix's one leading space, as sp.decode does.
-    steps = [decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
-    backend.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if model.add_dummy_prefix else []))
+    backend.normalizer = normalizers.Sequence(_normalizer_steps(model))
+    backend.decoder = decoders.Sequence(_decoder_steps(model, unk))
     backend.add_special_tokens(
         [AddedToken(p, special=True, normalized=False) for p, _, t in model.pieces if t in (UNKNOWN, CONTROL)]
     )
     return backend
+
+
+def _normalizer_steps(model: SentencePieceModel) -> list:
+    """SentencePiece's normalizer: charsmap, then whitespace handling, dummy prefix, spaces escaped as "▁".
+
+    add_dummy_prefix prepends "▁" to non-empty text even when it already starts with a space, and every space
+    becomes "▁". `Metaspace` would skip the prefix before a leading space, which is the classic HF/LLaMA
+    mismatch, so plain normalizers are used instead. remove_extra_whitespaces works on the charsmap's output and
+    only on " " for leading and repeated spaces (a literal "▁" there is kept), hence regexes rather than `Strip`,
+    which knows all of Unicode; trailing ones are removed after escaping, so trailing "▁"s go too (sp does so).
+    """
+    steps = [normalizers.Precompiled(model.precompiled_charsmap)] if model.precompiled_charsmap else []
+    if model.remove_extra_whitespaces:
+        steps += [normalizers.Replace(Regex(" {2,}"), " "), normalizers.Replace(Regex(r"\A "), "")]
+    if model.add_dummy_prefix:
+        steps.append(normalizers.Prepend(SPACE))
+    steps.append(normalizers.Replace(" ", SPACE))
+    return steps + ([normalizers.Replace(Regex(SPACE + r"+\z"), "")] if model.remove_extra_whitespaces else [])
+
+
+def _decoder_steps(model: SentencePieceModel, unk: str | None) -> list:
+    """sp.decode: "▁" -> " ", byte pieces -> bytes, <unk> -> its surface (" ⁇ "), one leading "▁" of the text dropped.
+
+    SentencePiece drops the text's leading "▁"s (all of them with remove_extra_whitespaces, else one with
+    add_dummy_prefix), but never the space of an <unk> surface. Without byte pieces the "▁" can be stripped before
+    it becomes a space, which keeps a leading <unk> exact; with byte fallback the bytes must be decoded after
+    "▁" -> " " (a byte-spelled "▁" stays "▁" in sp.decode), so the strip comes last (a leading <unk>, which encode
+    never gives such a model, then loses its space).
+    """
+    strip = 1 << 30 if model.remove_extra_whitespaces else int(model.add_dummy_prefix)
+    steps = [decoders.Replace(unk, model.unk_surface)] if unk else []
+    if model.byte_fallback:
+        steps += [decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
+        return steps + ([decoders.Strip(" ", strip, 0)] if strip else [])
+    steps.append(decoders.Fuse())
+    return steps + ([decoders.Strip(SPACE, strip, 0)] if strip else []) + [decoders.Replace(SPACE, " ")]
 
 
 def is_exact_pipeline(backend: Tokenizer) -> bool:
@@ -223,7 +263,7 @@ def is_exact_pipeline(backend: Tokenizer) -> bool:
     normalizer = json.loads(backend.normalizer.__getstate__())
     steps = [step.get("type") for step in normalizer.get("normalizers", [])]
     model = json.loads(backend.model.__getstate__())
-    return steps in (["Prepend", "Replace"], ["Replace"]) and model.get("type") == "BPE" and model.get("byte_fallback")
+    return bool(steps) and steps[-1] == "Replace" and "Metaspace" not in steps and model.get("type") == "BPE"
 
 
 def bos_eos_template(bos: tuple[str, int] | None, eos: tuple[str, int] | None) -> processors.TemplateProcessing:

@@ -22,6 +22,7 @@ from .sentencepiece_bpe import bos_eos_template, build_backend, special_tokens_f
 
 VOCAB_FILES_NAMES = {"vocab_file": "tokenizer.model"}
 FAST_CLASS = "LlamaPaperTokenizerFast"
+SLOW_CLASS = "LlamaPaperTokenizer"
 
 
 def load_sentencepiece(vocab_file: str | os.PathLike | None) -> spm.SentencePieceProcessor:
@@ -71,13 +72,16 @@ def finish_saved_config(tokenizer, save_directory: str, filename_prefix: str | N
         config = json.load(handle)
     config["add_bos_token"] = bool(tokenizer.add_bos_token)
     config["add_eos_token"] = bool(tokenizer.add_eos_token)
-    config["tokenizer_class"] = FAST_CLASS
+    # A SentencePiece model that no `tokenizers` pipeline reproduces gets no tokenizer.json: the slow class only.
+    prefix = filename_prefix + "-" if filename_prefix else ""
+    has_fast = os.path.isfile(os.path.join(save_directory, prefix + "tokenizer.json"))
+    config["tokenizer_class"] = FAST_CLASS if has_fast else SLOW_CLASS
     # With the special tokens listed here, loading does not parse the whole tokenizer.json to find them.
     config["added_tokens_decoder"] = {str(i): t.__getstate__() for i, t in tokenizer.added_tokens_decoder.items()}
     if "auto_map" in config:
         config["auto_map"]["AutoTokenizer"] = [
             "tokenization_llama_paper.LlamaPaperTokenizer",
-            "tokenization_llama_paper_fast.LlamaPaperTokenizerFast",
+            "tokenization_llama_paper_fast.LlamaPaperTokenizerFast" if has_fast else None,
         ]
     temporary = path + ".tmp"
     with open(temporary, "w", encoding="utf-8") as handle:
@@ -169,7 +173,10 @@ class LlamaPaperTokenizer(PreTrainedTokenizer):
         **kwargs,
     ) -> str:
         ids = [token_ids] if isinstance(token_ids, int) else [int(i) for i in token_ids]
-        added = self.added_tokens_decoder  # <unk>, <s>, </s> and tokens added later: emitted as their text
+        # <s>, </s> and tokens added later are emitted as their text. <unk> stands for text that was there, so,
+        # as in sp.decode, it is never skipped and prints as the model's unk surface (" ⁇ ").
+        added = dict(self.added_tokens_decoder)
+        added.pop(self.sp_model.unk_id(), None)
         if skip_special_tokens:
             ids = [i for i in ids if not (i in added and added[i].special)]
         # Runs of ordinary ids go through sp.decode. sp.decode drops the dummy-prefix space at the start of its
@@ -239,12 +246,14 @@ class LlamaPaperTokenizer(PreTrainedTokenizer):
         model_file = os.path.join(
             save_directory, (filename_prefix + "-" if filename_prefix else "") + "tokenizer.model"
         )
+        json_file = os.path.join(save_directory, (filename_prefix + "-" if filename_prefix else "") + "tokenizer.json")
         try:
             backend = build_backend(model_file)
         except ValueError:  # a SentencePiece model the fast pipeline cannot reproduce: slow files only
+            if os.path.isfile(json_file):  # a stale one would contradict tokenizer.model
+                os.remove(json_file)
             return files
         backend.post_processor = bos_eos_template(*bos_eos_pairs(self))
-        json_file = os.path.join(save_directory, (filename_prefix + "-" if filename_prefix else "") + "tokenizer.json")
         backend.save(json_file)
         return tuple(files) + (json_file,)
 

@@ -15,6 +15,7 @@ from transformers import AddedToken, PreTrainedTokenizerFast
 from transformers.utils import logging
 
 from .sentencepiece_bpe import (
+    NoExactFastPipeline,
     bos_eos_template,
     build_backend,
     is_exact_pipeline,
@@ -45,6 +46,19 @@ class LlamaPaperTokenizerFast(PreTrainedTokenizerFast):
     def convert_to_native_format(cls, trust_remote_code: bool = False, **kwargs):
         """Keep the files as they are: __init__ builds the exact backend itself (transformers' path needs protobuf)."""
         return kwargs
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Load a folder or repo; one whose SentencePiece model has no exact fast pipeline gives LlamaPaperTokenizer.
+
+        transformers 5 resolves every tokenizer_class of ours to this class (slow names are aliased to fast),
+        so this is where a slow-only folder (e.g. a converted Unigram model) gets the class that is exact for it.
+        """
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except NoExactFastPipeline as error:
+            logger.info(f"{error} Loading LlamaPaperTokenizer instead.")
+            return LlamaPaperTokenizer.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def __init__(
         self,
@@ -105,6 +119,14 @@ class LlamaPaperTokenizerFast(PreTrainedTokenizerFast):
         )
         if not has_model:
             self.vocab_file = None
+
+    def _decode(self, token_ids, skip_special_tokens: bool = False, **kwargs) -> str:
+        # As sp.decode (and the slow class): <unk> is never skipped; the decoder prints it as " ⁇ ".
+        if skip_special_tokens:
+            ids = [token_ids] if isinstance(token_ids, int) else token_ids
+            skip = {i for i, t in self.added_tokens_decoder.items() if t.special} - {self.unk_token_id}
+            token_ids = [i for i in ids if i not in skip]
+        return super()._decode(token_ids, skip_special_tokens=False, **kwargs)
 
     def update_post_processor(self) -> None:
         """`<s> $A` (+ `</s>`), following add_bos_token/add_eos_token."""
