@@ -418,7 +418,7 @@ def save_tokenizer(tokenizer_path: Path, folder: Path) -> None:
             f"{tokenizer_path}: no exact fast tokenizer for this SentencePiece model ({'; '.join(problems)}); the "
             "output folder gets the slow LlamaPaperTokenizer only (exact, runs SentencePiece). The weights are "
             "converted as usual.",
-            stacklevel=2,
+            stacklevel=1,  # (runs in a worker thread: point at this line, not at concurrent.futures)
         )
         LlamaPaperTokenizer(vocab_file=str(tokenizer_path)).save_pretrained(folder)
     else:

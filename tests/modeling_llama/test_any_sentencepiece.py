@@ -31,6 +31,9 @@ SETTINGS = {
         normalization_rule_name="identity", remove_extra_whitespaces=False, byte_fallback=False, add_dummy_prefix=False
     ),
     "nfkc-default": dict(),  # SentencePiece's defaults: nmt_nfkc charsmap, whitespace collapsed, no byte fallback
+    "llama2c": dict(  # llama2.c's train_vocab options (tinystories.py)
+        normalization_rule_name="identity", byte_fallback=True, split_digits=True, allow_whitespace_only_pieces=True
+    ),
     "collapse-no-prefix-bytes": dict(
         normalization_rule_name="identity", remove_extra_whitespaces=True, add_dummy_prefix=False, byte_fallback=True
     ),
