@@ -239,7 +239,7 @@ def _normalizer_steps(model: SentencePieceModel) -> list:
 
 
 def _decoder_steps(model: SentencePieceModel, unk: str | None) -> list:
-    """sp.decode: "▁" -> " ", byte pieces -> bytes, <unk> -> its surface (" ⁇ "), one leading "▁" of the text dropped.
+    """sp.decode: "▁" -> " ", byte pieces -> bytes, <unk> -> its surface (" ⁇ "), leading "▁" of the text dropped.
 
     SentencePiece drops the text's leading "▁"s (all of them with remove_extra_whitespaces, else one with
     add_dummy_prefix), but never the space of an <unk> surface. Without byte pieces the "▁" can be stripped before
