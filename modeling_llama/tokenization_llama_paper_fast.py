@@ -123,7 +123,8 @@ class LlamaPaperTokenizerFast(PreTrainedTokenizerFast):
     def _decode(self, token_ids, skip_special_tokens: bool = False, **kwargs) -> str:
         # As sp.decode (and the slow class): <unk> is never skipped; the decoder prints it as " ⁇ ".
         if skip_special_tokens:
-            ids = [token_ids] if isinstance(token_ids, int) else token_ids
+            ids = token_ids["input_ids"] if isinstance(token_ids, dict) else token_ids
+            ids = [ids] if isinstance(ids, int) else ids
             skip = {i for i, t in self.added_tokens_decoder.items() if t.special} - {self.unk_token_id}
             token_ids = [i for i in ids if i not in skip]
         return super()._decode(token_ids, skip_special_tokens=False, **kwargs)
