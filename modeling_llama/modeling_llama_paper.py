@@ -21,7 +21,11 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GenericForSequenceClassification, GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    SequenceClassifierOutputWithPast,
+)
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple
@@ -310,7 +314,8 @@ class LlamaPaperForCausalLM(LlamaPaperPreTrainedModel, GenerationMixin):
 
 
 class LlamaPaperForSequenceClassification(GenericForSequenceClassification, LlamaPaperPreTrainedModel):
-    """A linear score on the last non-pad token (transformers' generic head); needs `pad_token_id` for batches."""
+    """A linear score on the last real token: the last one the attention mask keeps (left or right padding, any pad
+    id), else (no mask) the last one that is not `pad_token_id`, as transformers' generic head does."""
 
     def __init__(self, config: LlamaPaperConfig):
         # The generic head builds its body through AutoModel, which remote code cannot resolve; build ours directly.
@@ -319,6 +324,37 @@ class LlamaPaperForSequenceClassification(GenericForSequenceClassification, Llam
         self.model = LlamaPaperModel(config)
         self.score = nn.Linear(config.hidden_size, self.num_labels, bias=False)
         self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> SequenceClassifierOutputWithPast:
+        """Scores (batch, num_labels) and, with `labels`, the loss; the mask decides which token is scored.
+
+        Matching `pad_token_id` (the generic rule) misreads rows whose last real token *is* the pad id, e.g. a
+        pad token borrowed from `<unk>` or `</s>`, as LLaMA has none.
+        """
+        if attention_mask is None or attention_mask.dim() != 2:
+            return super().forward(input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
+        outputs = self.model(input_ids, attention_mask=attention_mask, **kwargs)
+        logits = self.score(outputs.last_hidden_state)  # (batch, seq, num_labels)
+        positions = torch.arange(attention_mask.shape[-1], device=logits.device)
+        last = (positions * attention_mask.to(logits.device, torch.long)).argmax(-1)
+        pooled = logits[torch.arange(logits.shape[0], device=logits.device), last]
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, pooled_logits=pooled, config=self.config)
+        return SequenceClassifierOutputWithPast(
+            loss=loss,
+            logits=pooled,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
 
 
 __all__ = [

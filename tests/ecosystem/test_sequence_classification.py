@@ -30,6 +30,15 @@ def test_classifier_from_causal_folder_scores_the_last_token_with_left_padding(t
         hidden = model.model(**tokenizer(TEXTS[0], return_tensors="pt")).last_hidden_state[0, -1]
     torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(alone[0], model.score(hidden), rtol=1e-5, atol=1e-5)
+    # A row whose last real token is the pad id (a real <unk>, as models without byte fallback produce): the
+    # attention mask, not the pad id, says where the text ends.
+    row = tokenizer(TEXTS[0])["input_ids"] + [tokenizer.pad_token_id]
+    ids = torch.tensor([[tokenizer.pad_token_id] * 3 + row])
+    mask = torch.tensor([[0] * 3 + [1] * len(row)])
+    with torch.no_grad():
+        padded = model(input_ids=ids, attention_mask=mask).logits[0]
+        last = model.score(model.model(torch.tensor([row])).last_hidden_state[0, -1])
+    torch.testing.assert_close(padded, last, rtol=1e-5, atol=1e-5)
 
     # A couple of Trainer steps train the head and the body.
     data = Dataset.from_dict({"text": TEXTS * 2, "label": [0, 1, 2] * 2})
