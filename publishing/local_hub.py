@@ -6,7 +6,8 @@ HF_HUB_DISABLE_XET=1 HF_TOKEN=hf_local llama-paper push ...`. It implements what
 5.x call to create repos, upload (regular files and LFS "basic" transfers; Xet storage is not emulated, hence
 HF_HUB_DISABLE_XET=1) and download (repo info, tree, resolve). The preupload answer carries each file's remote oid, so
 clients skip unchanged files; LFS objects already stored get no upload action, so an interrupted push resumes.
-README.md metadata is validated with huggingface_hub's own parser, as the Hub does at push time.
+README.md metadata is validated with huggingface_hub's own parser (`publishing.card.validate_card`), as the Hub
+does at push time.
 
 Storage under DIR: `lfs/<sha256>` (LFS objects), `blobs/<git sha1>` (regular files), `repos/<type>/<ns>/<name>.json`
 (branches, commits and each commit's file table). `HubServer.stats` records what was received (bytes, commits).
@@ -227,8 +228,10 @@ class Handler(BaseHTTPRequestHandler):
                     "auth": {"type": "access_token", "accessToken": {"role": "write", "displayName": "local"}}})
 
     def validate_yaml(self) -> None:
+        from .card import validate_card  # huggingface_hub's parser: the Hub's own check, offline
+
         body = self._json_body()
-        errors = card_metadata_errors(body.get("content", ""), body.get("repoType") or "model")
+        errors = validate_card(body.get("content", ""), body.get("repoType") or "model")
         self._json({"errors": [{"message": e} for e in errors], "warnings": []}, 400 if errors else 200)
 
     def repo_info(self, rtype: str, ns: str, name: str, revision: str = "main") -> None:
@@ -412,21 +415,6 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(ts))
 
 
-def card_metadata_errors(content: str, repo_type: str = "model") -> list[str]:
-    """What the Hub would refuse in a README's YAML metadata, checked with huggingface_hub's own card parser."""
-    from huggingface_hub import DatasetCard, ModelCard, SpaceCard
-
-    card_class = {"model": ModelCard, "dataset": DatasetCard, "space": SpaceCard}.get(repo_type, ModelCard)
-    try:
-        card = card_class(content)
-    except Exception as err:  # the parser raises ValueError (bad model-index) or yaml errors
-        return [f'"metadata" {err}'.strip()]
-    data = card.data.to_dict()
-    if data.get("license") == "other" and not data.get("license_name"):
-        return ['"license_name" is required when "license" is "other"']
-    return []
-
-
 def _route(*template: str):
     """A matcher for a path template: literal segments, `{x}` one segment, `{x*}` the rest (one or more)."""
 
@@ -561,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["HubServer", "RepoStore", "card_metadata_errors", "git_blob_sha1", "lfs_pointer", "main"]
+__all__ = ["HubServer", "RepoStore", "git_blob_sha1", "lfs_pointer", "main"]
 
 if __name__ == "__main__":
     raise SystemExit(main())
