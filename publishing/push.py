@@ -169,4 +169,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["push", "register", "ignore_patterns", "explain", "PushError"]
+__all__ = ["push", "register", "main", "ignore_patterns", "explain", "PushError"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m publishing.push ARGS`: the same command without loading every `llama-paper` subcommand."""
+    parser = argparse.ArgumentParser(prog="python -m publishing.push")
+    register(parser.add_subparsers(dest="command", required=True))
+    return run(parser.parse_args(["push", *(sys.argv[1:] if argv is None else argv)]))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
