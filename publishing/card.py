@@ -126,6 +126,13 @@ def existing_metadata(folder: str | Path) -> dict[str, Any]:
         return {}
 
 
+def published_repo_id(folder: str | Path) -> str | None:
+    """The Hub id a folder was pushed as (`llama-paper push` names the card's model-index after it), else None."""
+    name = existing_metadata(folder).get("model-index", [{}])[0].get("name") if existing_metadata(folder).get(
+        "model-index") else None
+    return name if isinstance(name, str) and re.fullmatch(r"[\w.-]+/[\w.-]+", name) else None
+
+
 def hub_datasets(summary: dict[str, Any]) -> list[str]:
     """The mixture's Hub dataset ids (`namespace/name`), in mixture order."""
     ids = []
@@ -162,6 +169,8 @@ def card_data(folder: str | Path, *, model_name: str, results: dict[str, Any], l
     tags = list(dict.fromkeys(["llama", "llama-paper", "causal-lm"] + (["custom_code"] if remote_code else [])
                               + ([stage] if stage else []) + list(old.get("tags") or [])))
     datasets = hub_datasets(summary) or list(old.get("datasets") or []) or None
+    if not results and old.get("model-index"):  # a hand-written model-index is kept (and checked: invalid raises)
+        kept["model-index"] = old["model-index"]
     return ModelCardData(library_name="transformers", pipeline_tag="text-generation", tags=tags, datasets=datasets,
                          model_name=model_name, eval_results=eval_results(results) or None, **kept)
 
@@ -325,4 +334,4 @@ def write_card(folder: str | Path, *, results: Iterable[str | Path] = (), model_
 
 
 __all__ = ["CARD", "RESULTS_FILE", "LOSS_PLOT", "META_LICENSE", "build_card", "write_card", "validate_card",
-           "load_report", "merge_results", "eval_results", "results_table", "stored_results", "hub_datasets"]
+           "load_report", "merge_results", "published_repo_id", "eval_results", "results_table", "stored_results", "hub_datasets"]

@@ -51,7 +51,7 @@ def _api():
 
 
 def _check_folder(model_dir: Path) -> None:
-    if not (model_dir / "config.json").is_file():
+    if not (model_dir / "config.json").is_file() and not (model_dir / "adapter_config.json").is_file():
         raise PushError(f"--model {model_dir}: no saved model there (no config.json); pass a folder written by "
                         "`llama-paper pretrain`, `finetune`, `convert-meta` or `save_pretrained`.")
 
@@ -105,6 +105,22 @@ def _upload(folder: Path, repo_id: str, *, token: str, private: bool, revision: 
                              revision=revision, create_pr=create_pr,
                              ignore_patterns=ignore_patterns(include_checkpoints))
     return {"url": str(url), "commit_url": info.commit_url, "commit_oid": info.oid, "pr_url": info.pr_url}
+
+
+def push_at_end(folder: str | Path, repo_id: str, *, command: str, **options: Any) -> int:
+    """`--push-to-hub REPO` of pretrain/finetune: push the final folder (main process only); returns the exit code."""
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:  # under a launcher every rank runs the command; one pushes
+        return 0
+    try:
+        out = push(folder, repo_id, **options)
+    except Exception as err:  # the run's folder is safe on disk: say how to retry, no traceback
+        print(f"llama-paper {command}: error: the run finished but the push failed: {explain(err)} Retry with "
+              f"`llama-paper push --model {folder} --repo-id {repo_id}`.", file=sys.stderr)
+        return 2
+    print(f"Pushed to {out['url']}")
+    return 0
 
 
 def explain(error: BaseException) -> str:
@@ -169,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["push", "register", "main", "ignore_patterns", "explain", "PushError"]
+__all__ = ["push", "push_at_end", "register", "main", "ignore_patterns", "explain", "PushError"]
 
 
 def main(argv: list[str] | None = None) -> int:
