@@ -125,14 +125,15 @@ def push_at_end(folder: str | Path, repo_id: str, *, command: str, **options: An
 
 def explain(error: BaseException) -> str:
     """One line for a failed push: the problem and the fix, no traceback."""
-    import httpx
     from huggingface_hub import constants
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     endpoint = constants.ENDPOINT
     if isinstance(error, OfflineModeIsEnabled):
         return "HF_HUB_OFFLINE is set: unset it to push (the endpoint is " + endpoint + ")."
-    if isinstance(error, (httpx.ConnectError, httpx.TimeoutException, ConnectionError)):
+    # huggingface_hub's transport (httpx, or httpx2 in 2.5) is matched by class name, not by module.
+    transport = {"ConnectError", "TransportError", "TimeoutException", "NetworkError"}
+    if isinstance(error, ConnectionError) or transport & {c.__name__ for c in type(error).__mro__}:
         return f"cannot reach the Hub endpoint {endpoint} ({type(error).__name__}); check HF_ENDPOINT and the network."
     if isinstance(error, HfHubHTTPError):
         status = error.response.status_code if error.response is not None else None
