@@ -144,7 +144,8 @@ def hub_datasets(summary: dict[str, Any]) -> list[str]:
 
 
 # --- the card ----------------------------------------------------------------------------------------------------
-def card_data(folder: str | Path, *, model_name: str, results: dict[str, Any], license: str | None = None, language: list[str] | None = None,
+def card_data(folder: str | Path, *, model_name: str, results: dict[str, Any], license: str | None = None,
+              language: list[str] | None = None,
               base_model: str | None = None, base_model_relation: str | None = None):
     """`ModelCardData` for a folder: given options, else the current card's, else defaults; model-index from results."""
     from huggingface_hub import ModelCardData
@@ -334,4 +335,5 @@ def write_card(folder: str | Path, *, results: Iterable[str | Path] = (), model_
 
 
 __all__ = ["CARD", "RESULTS_FILE", "LOSS_PLOT", "META_LICENSE", "build_card", "write_card", "validate_card",
-           "load_report", "merge_results", "published_repo_id", "eval_results", "results_table", "stored_results", "hub_datasets"]
+           "load_report", "merge_results", "published_repo_id", "eval_results", "results_table", "stored_results",
+           "hub_datasets"]

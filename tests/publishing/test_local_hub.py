@@ -61,5 +61,6 @@ def test_missing_token_and_unreachable_endpoint_are_one_line(hub, tiny_folder, t
     line = _one_line(unreachable.stderr)
     assert f"cannot reach the Hub endpoint http://127.0.0.1:{port}" in line and "HF_ENDPOINT" in line
 
-    wrong = run_module("publishing.push", ["--model", str(tmp_path), "--repo-id", "user/never"], client_env(hub, tmp_path))
+    wrong = run_module("publishing.push", ["--model", str(tmp_path), "--repo-id", "user/never"],
+                       client_env(hub, tmp_path))
     assert wrong.returncode == 2 and "no saved model there" in _one_line(wrong.stderr)
