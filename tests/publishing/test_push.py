@@ -226,3 +226,21 @@ def test_push_format_llama_loads_without_remote_code(hub, tiny_folder, tmp_path)
     assert got["model_class"] == "LlamaForCausalLM" and got["ids"] == ids
     assert (got["logits"] - logits).abs().max().item() <= 1e-5
     assert "custom_code" not in got["tags"]
+
+
+def test_finetune_push_to_hub_uploads_the_run_with_its_card(hub, tiny_folder, tmp_path):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Q{i}: ", "response": "yes"}) + "\n" for i in range(4)))
+    out_dir = tmp_path / "ft"
+    out = run_cli(["finetune", "--model", str(tiny_folder), "--data", str(data), "--output-dir", str(out_dir),
+                   "--max-steps", "2", "--batch-size", "2", "--logging-steps", "1", "--push-to-hub", "user/tiny-ft"],
+                  client_env(hub, tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"Pushed to {hub.url}/user/tiny-ft" in out.stdout
+    files = _repo_files(hub, "user/tiny-ft")
+    assert {"model.safetensors", "tokenizer.json", "finetune_summary.json", "loss_curve.png", "README.md"} <= set(files)
+    card = _repo_text(hub, "user/tiny-ft", "README.md")
+    assert card == (out_dir / "README.md").read_text()
+    assert "- finetune" in card and "## Fine-tuning" in card and "![training loss](loss_curve.png)" in card
+    summary = json.loads((out_dir / "finetune_summary.json").read_text())
+    assert summary["steps"] == 2 and summary["hyperparameters"]["learning_rate"] == 2e-5
