@@ -127,9 +127,11 @@ def existing_metadata(folder: str | Path) -> dict[str, Any]:
 
 
 def published_repo_id(folder: str | Path) -> str | None:
-    """The Hub id a folder was pushed as (`llama-paper push` names the card's model-index after it), else None."""
-    name = existing_metadata(folder).get("model-index", [{}])[0].get("name") if existing_metadata(folder).get(
-        "model-index") else None
+    """The Hub id a folder was pushed as (`llama-paper push` names the card, or its model-index, after it)."""
+    meta = existing_metadata(folder)
+    index = meta.get("model-index")
+    name = index[0].get("name") if isinstance(index, list) and index and isinstance(index[0], dict) else \
+        meta.get("model_name")
     return name if isinstance(name, str) and re.fullmatch(r"[\w.-]+/[\w.-]+", name) else None
 
 

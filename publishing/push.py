@@ -133,15 +133,15 @@ def explain(error: BaseException) -> str:
         return "HF_HUB_OFFLINE is set: unset it to push (the endpoint is " + endpoint + ")."
     # huggingface_hub's transport (httpx, or httpx2 in 2.5) is matched by class name, not by module.
     transport = {"ConnectError", "TransportError", "TimeoutException", "NetworkError"}
+    if "xet-write-token" in str(error):  # hf_xet installed, endpoint without Xet storage (e.g. the local Hub)
+        return (f"the endpoint {endpoint} does not offer Xet storage; set HF_HUB_DISABLE_XET=1 to upload through "
+                "LFS (the local Hub, `python -m publishing.local_hub`, needs it).")
     if isinstance(error, ConnectionError) or transport & {c.__name__ for c in type(error).__mro__}:
         return f"cannot reach the Hub endpoint {endpoint} ({type(error).__name__}); check HF_ENDPOINT and the network."
     if isinstance(error, HfHubHTTPError):
         status = error.response.status_code if error.response is not None else None
         if status in (401, 403):
             return f"the endpoint {endpoint} refused the token (HTTP {status}); use a token with write access."
-        if status == 404 and "xet-write-token" in str(error):
-            return (f"the endpoint {endpoint} does not offer Xet storage; set HF_HUB_DISABLE_XET=1 to upload through "
-                    "LFS (the local Hub, `python -m publishing.local_hub`, needs it).")
         return f"the Hub endpoint {endpoint} answered: {str(error).splitlines()[0]}"
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 

@@ -95,3 +95,13 @@ def test_results_file_errors_name_the_file(pretrained_folder, tmp_path):
         write_card(pretrained_folder, results=[tmp_path / "notes.json"])
     with pytest.raises(FileNotFoundError, match="missing.json does not exist"):
         write_card(pretrained_folder, results=[tmp_path / "missing.json"])
+
+
+def test_a_pushed_folder_knows_its_repo_id(pretrained_folder, tmp_path):
+    from publishing.card import published_repo_id
+
+    assert published_repo_id(pretrained_folder) is None
+    write_card(pretrained_folder, model_name="user/run")  # what `llama-paper push --repo-id user/run` writes
+    assert published_repo_id(pretrained_folder) == "user/run"
+    write_card(pretrained_folder, results=[tmp_path / "results.json"])  # with a model-index too
+    assert published_repo_id(pretrained_folder) == "user/run"
