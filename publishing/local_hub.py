@@ -9,8 +9,7 @@ clients skip unchanged files; LFS objects already stored get no upload action, s
 README.md metadata is validated with huggingface_hub's own parser (`publishing.card.validate_card`), as the Hub
 does at push time.
 
-Storage under DIR: `lfs/<sha256>` (LFS objects), `blobs/<git sha1>` (regular files), `repos/<type>/<ns>/<name>.json`
-(branches, commits and each commit's file table). `HubServer.stats` records what was received (bytes, commits).
+Storage under DIR: see `publishing.hub_storage`. `HubServer.stats` records what was received (bytes, commits).
 """
 
 from __future__ import annotations
@@ -20,14 +19,14 @@ import base64
 import hashlib
 import json
 import os
-import re
 import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from .hub_storage import HubError, RepoStore, git_blob_sha1, lfs_pointer
 
 DEFAULT_NAMESPACE = "user"
 LFS_MIN_SIZE = 10 * 1024 * 1024  # the Hub stores files of 10 MB and more in LFS
@@ -35,94 +34,6 @@ LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".model", ".gguf
                 ".msgpack", ".onnx", ".zip", ".tar", ".gz")
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 CHUNK = 1 << 20
-
-
-def git_blob_sha1(data: bytes) -> str:
-    """The git object id of a file's content (what the Hub reports as a regular file's oid)."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def lfs_pointer(sha256: str, size: int) -> bytes:
-    """The git-lfs pointer file that stands for an LFS object in the repository."""
-    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
-
-
-class HubError(Exception):
-    """An HTTP error answer: status, X-Error-Code and message (mapped to exceptions by huggingface_hub)."""
-
-    def __init__(self, status: int, code: str | None, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-class RepoStore:
-    """Repositories, commits and objects on disk; one lock serialises every change."""
-
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
-        for sub in ("lfs", "blobs", "repos", "tmp"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
-        self.lock = threading.RLock()
-
-    # --- repositories ------------------------------------------------------------------------------------------
-    def _path(self, repo_type: str, repo_id: str) -> Path:
-        return self.root / "repos" / repo_type / f"{repo_id}.json"
-
-    def load(self, repo_type: str, repo_id: str) -> dict[str, Any]:
-        """The repository's record; 404 RepoNotFound when there is none."""
-        path = self._path(repo_type, repo_id)
-        if not path.is_file():
-            raise HubError(404, "RepoNotFound", f"Repository {repo_id} not found")
-        return json.loads(path.read_text())
-
-    def save(self, repo_type: str, repo_id: str, repo: dict[str, Any]) -> None:
-        """Write a repository record atomically."""
-        path = self._path(repo_type, repo_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(repo))
-        os.replace(tmp, path)
-
-    def create(self, repo_type: str, repo_id: str, private: bool) -> bool:
-        """Create an empty repository with an initial commit on main; False if it already exists."""
-        with self.lock:
-            if self._path(repo_type, repo_id).is_file():
-                return False
-            sha = hashlib.sha1(f"{repo_type}/{repo_id}/{time.time_ns()}".encode()).hexdigest()
-            commit = {"parent": None, "message": "initial commit", "files": {}, "date": time.time()}
-            self.save(repo_type, repo_id, {"private": private, "branches": {"main": sha}, "commits": {sha: commit},
-                                           "prs": 0})
-            return True
-
-    @staticmethod
-    def resolve(repo: dict[str, Any], revision: str) -> str:
-        """Commit sha of a branch name or sha; 404 RevisionNotFound otherwise."""
-        if revision in repo["branches"]:
-            return repo["branches"][revision]
-        if revision in repo["commits"]:
-            return revision
-        raise HubError(404, "RevisionNotFound", f"Invalid rev id: {revision}")
-
-    # --- objects -----------------------------------------------------------------------------------------------
-    def has_lfs(self, sha256: str) -> bool:
-        """Whether an LFS object is stored."""
-        return (self.root / "lfs" / sha256).is_file()
-
-    def lfs_path(self, sha256: str) -> Path:
-        """Where an LFS object lives."""
-        return self.root / "lfs" / sha256
-
-    def put_blob(self, data: bytes) -> str:
-        """Store a regular file's content; returns its git blob sha1."""
-        oid = git_blob_sha1(data)
-        path = self.root / "blobs" / oid
-        if not path.is_file():
-            path.write_bytes(data)
-        return oid
-
-    def blob_path(self, oid: str) -> Path:
-        """Where a regular file's content lives."""
-        return self.root / "blobs" / oid
 
 
 class Handler(BaseHTTPRequestHandler):
