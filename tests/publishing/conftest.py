@@ -3,7 +3,7 @@
 huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE once, at import, and the test session is offline
 (tests/conftest.py), so every client that talks to the server is a subprocess with its own environment. `isolated`
 runs Python where our package is not importable (`-I -S`: no cwd, no .pth files, so no editable install; the
-site-packages folders are added back by hand), as a user without llama-paper would.
+site-packages folders are added back by hand, and a finder hides our packages), as a user without llama-paper would.
 """
 
 from __future__ import annotations
@@ -44,10 +44,28 @@ def client_env(hub: HubServer, home: Path, token: str | None = "hf_local_test") 
     return env
 
 
+# `-I -S` already hides an editable install (no cwd on sys.path, no .pth files); the finder below also hides a regular
+# install in site-packages, so the check holds however the package was installed.
+ISOLATION_PRELUDE = r'''
+import sys
+sys.path.extend(SITE_DIRS)
+class _NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("modeling_llama", "training", "evaluation", "publishing"):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, _NotInstalled())
+try:
+    import modeling_llama
+    raise SystemExit("our package must not be importable here")
+except ModuleNotFoundError:
+    pass
+'''
+
+
 def run_client(code: str, env: dict[str, str], *args: str, isolated: bool = False, timeout: int = 300):
     """Run `code` (a Python program) in a subprocess; `isolated`: without access to our package."""
     if isolated:
-        prelude = f"import sys; sys.path.extend({json.dumps(site.getsitepackages())})\n"
+        prelude = ISOLATION_PRELUDE.replace("SITE_DIRS", json.dumps(site.getsitepackages()))
         cmd = [sys.executable, "-I", "-S", "-c", prelude + code, *args]
     else:
         cmd = [sys.executable, "-c", code, *args]
@@ -100,8 +118,7 @@ def reference_outputs(folder: Path) -> tuple[list[int], "object"]:
 
 # Loads each repo through the server with remote code; writes ids, logits and classes to argv[1] (a .pt file).
 LOAD_FROM_HUB = r'''
-import importlib.util, sys, torch
-assert importlib.util.find_spec("modeling_llama") is None, "our package must not be importable here"
+import sys, torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 out = {}
 for repo in sys.argv[2:]:

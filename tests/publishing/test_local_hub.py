@@ -64,3 +64,27 @@ def test_missing_token_and_unreachable_endpoint_are_one_line(hub, tiny_folder, t
     wrong = run_module("publishing.push", ["--model", str(tmp_path), "--repo-id", "user/never"],
                        client_env(hub, tmp_path))
     assert wrong.returncode == 2 and "no saved model there" in _one_line(wrong.stderr)
+
+
+def test_push_to_a_branch_a_pull_request_and_a_private_repo(hub, tiny_folder, tmp_path):
+    env = client_env(hub, tmp_path)
+    args = ["--model", str(tiny_folder), "--repo-id", "user/tiny-branches"]
+    branch = run_module("publishing.push", args + ["--revision", "dev", "--private", "--commit-message", "to dev"],
+                        env)
+    assert branch.returncode == 0, branch.stderr
+    repo = hub.store.load("model", "user/tiny-branches")
+    assert repo["private"] is True
+    dev = repo["commits"][repo["branches"]["dev"]]
+    assert "model.safetensors" in dev["files"] and dev["message"] == "to dev"
+    assert repo["commits"][repo["branches"]["main"]]["files"] == {}  # main untouched
+
+    (tiny_folder / "extra.txt").write_text("changed")
+    try:
+        pr = run_module("publishing.push", args + ["--create-pr"], env)
+    finally:
+        (tiny_folder / "extra.txt").unlink()
+    assert pr.returncode == 0, pr.stderr
+    assert f"Pull request: {hub.url}/user/tiny-branches/discussions/1" in pr.stdout
+    repo = hub.store.load("model", "user/tiny-branches")
+    assert "extra.txt" in repo["commits"][repo["branches"]["refs/pr/1"]]["files"]
+    assert repo["commits"][repo["branches"]["main"]]["files"] == {}
