@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from .paper_results import comparison_table
+from .paper_results import PAPER_RESULTS, SIZES, comparison_table, primary_metric
 
 
 def register(subparsers: Any) -> None:
@@ -33,6 +33,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--output", required=True, help="results.json to write")
     p.add_argument("--log-samples", default=None, help="samples.jsonl to write (one line per document)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--update-card", metavar="DIR", default=None,
+                   help="also merge the results into DIR's model card (README.md metadata and body) in place")
     p.set_defaults(func=run)
 
 
@@ -58,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"llama-paper eval: {err}", file=sys.stderr)
         return 2
+    if args.update_card is not None and not os.path.isfile(os.path.join(args.update_card, "config.json")):
+        print(f"llama-paper eval: --update-card {args.update_card} is not a saved model folder (no config.json).",
+              file=sys.stderr)
+        return 2
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
         print(f"llama-paper eval: --data-dir {args.data_dir} is not a folder.", file=sys.stderr)
         return 2
@@ -73,8 +79,35 @@ def run(args: argparse.Namespace) -> int:
         print(f"llama-paper eval: {err}", file=sys.stderr)
         return 2
     report["config"].update(batch_size=args.batch_size, dtype=args.dtype, seed=args.seed, tasks=tasks)
+    annotate_with_paper(report)
     _write_atomic(args.output, json.dumps(report, indent=2, default=str))
     if args.log_samples:
         _write_atomic(args.log_samples, "".join(json.dumps(s, default=str) + "\n" for s in samples))
     print(comparison_table(report["results"]))
+    if args.update_card:
+        return update_card(args.update_card, args.output)
+    return 0
+
+
+def annotate_with_paper(report: dict[str, Any]) -> None:
+    """Record in each task result its primary metric and the paper's numbers, so that results.json alone is enough
+    to put ours next to the paper's (model cards read it as a data file)."""
+    for task, res in report["results"].items():
+        res["primary_metric"] = primary_metric(res)
+        paper = PAPER_RESULTS.get(task)
+        if paper:
+            res["paper"] = {"metric": paper["metric"], "shots": paper["shots"],
+                            "scores": list(paper["scores"]), "sizes": list(SIZES)}
+
+
+def update_card(folder: str, results_path: str) -> int:
+    """Merge a results.json into a model folder's card; one clear line and exit code 2 on failure."""
+    from publishing.card import write_card
+
+    try:
+        card = write_card(folder, results=[results_path])
+    except (OSError, ValueError) as err:
+        print(f"llama-paper eval --update-card: {err}", file=sys.stderr)
+        return 2
+    print(f"Updated the model card {card}.")
     return 0

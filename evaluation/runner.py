@@ -172,8 +172,15 @@ def evaluate_task(adapter: CausalLMAdapter, name: str, protocol: str = "harness"
     for i, s in enumerate(samples):
         s.update(task=name, doc_id=i)
     result = {"metrics": metrics, "protocol": protocol, "num_fewshot": k, "n": len(docs),
-              "wall_time_s": time.perf_counter() - start}
+              "dataset": dataset_info(task), "wall_time_s": time.perf_counter() - start}
     return result, samples
+
+
+def dataset_info(task: Task) -> dict[str, Any]:
+    """The Hub dataset a task's documents come from (model cards' model-index names it)."""
+    name = task.source.hub_name
+    return {"path": task.source.hub_path, "name": name if isinstance(name, str) else None,
+            "split": task.source.split}
 
 
 def versions() -> dict[str, str]:

@@ -13,6 +13,8 @@ import math
 
 from transformers import PretrainedConfig
 
+from .hub_push import KeepCardPushMixin
+
 # Table 2 of the paper (dim, heads, layers); every other field keeps the paper's defaults.
 # "tiny", "small" and "1B" are our own flavors for tests, CPU demos and single-GPU benchmarks.
 PRESETS: dict[str, dict] = {
@@ -38,7 +40,7 @@ def swiglu_hidden_size(hidden_size: int, multiple_of: int = 256, ffn_dim_multipl
     return multiple_of * math.ceil(hidden / multiple_of)
 
 
-class LlamaPaperConfig(PretrainedConfig):
+class LlamaPaperConfig(KeepCardPushMixin, PretrainedConfig):
     """Configuration of a LLaMA model; defaults are the paper's 7B."""
 
     model_type = "llama_paper"

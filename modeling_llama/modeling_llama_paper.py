@@ -33,6 +33,7 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_llama_paper import LlamaPaperConfig
+from .hub_push import KeepCardPushMixin
 from .rotary import LlamaPaperRotary, apply_rotary, rope_inv_freq
 
 
@@ -162,8 +163,8 @@ class LlamaPaperDecoderLayer(GradientCheckpointingLayer):
         return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
 
 
-class LlamaPaperPreTrainedModel(PreTrainedModel):
-    """Shared settings of every LLaMA head: config class, init, supported attention kernels."""
+class LlamaPaperPreTrainedModel(KeepCardPushMixin, PreTrainedModel):
+    """Shared settings of every LLaMA head: config class, init, supported attention kernels; pushes keep the card."""
 
     config_class = LlamaPaperConfig
     config: LlamaPaperConfig

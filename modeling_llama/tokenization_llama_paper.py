@@ -18,6 +18,7 @@ from shutil import copyfile
 import sentencepiece as spm
 from transformers import AddedToken, PreTrainedTokenizer
 
+from .hub_push import KeepCardPushMixin, file_times, pop_hub_kwargs
 from .sentencepiece_bpe import bos_eos_template, build_backend, special_tokens_flags_from_json
 
 VOCAB_FILES_NAMES = {"vocab_file": "tokenizer.model"}
@@ -89,7 +90,7 @@ def finish_saved_config(tokenizer, save_directory: str, filename_prefix: str | N
     os.replace(temporary, path)
 
 
-class LlamaPaperTokenizer(PreTrainedTokenizer):
+class LlamaPaperTokenizer(KeepCardPushMixin, PreTrainedTokenizer):
     """Slow LLaMA tokenizer: `input_ids == [bos] + sp.encode(text)`, `decode == sp.decode` (special tokens skipped)."""
 
     vocab_files_names = VOCAB_FILES_NAMES
@@ -258,9 +259,12 @@ class LlamaPaperTokenizer(PreTrainedTokenizer):
         return tuple(files) + (json_file,)
 
     def save_pretrained(self, save_directory, legacy_format=None, filename_prefix=None, push_to_hub=False, **kwargs):
-        """Save tokenizer.model, tokenizer.json and a tokenizer_config.json that keeps add_bos/add_eos."""
-        if push_to_hub:
-            raise ValueError("push_to_hub is not supported here: save_pretrained(folder), then upload the folder.")
+        """Save tokenizer.model, tokenizer.json and a tokenizer_config.json that keeps add_bos/add_eos.
+
+        push_to_hub=True uploads once the folder is complete (transformers' own path uploads before our config
+        rewrite and remote-code copy), keeping a README.md already in the folder."""
+        hub = pop_hub_kwargs(kwargs, save_directory) if push_to_hub else None
+        before = file_times(save_directory)
         files = super().save_pretrained(save_directory, legacy_format, filename_prefix, **kwargs)
         finish_saved_config(self, os.fspath(save_directory), filename_prefix)
         if self._auto_class is not None:
@@ -270,4 +274,6 @@ class LlamaPaperTokenizer(PreTrainedTokenizer):
             from .tokenization_llama_paper_fast import LlamaPaperTokenizerFast
 
             custom_object_save(LlamaPaperTokenizerFast, save_directory)
+        if hub is not None:
+            self._push_saved_folder(save_directory, before, hub)
         return files

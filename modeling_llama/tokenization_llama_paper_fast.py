@@ -22,6 +22,7 @@ from .sentencepiece_bpe import (
     read_sentencepiece_model,
     special_tokens_flags,
 )
+from .hub_push import KeepCardPushMixin, file_times, pop_hub_kwargs
 from .tokenization_llama_paper import LlamaPaperTokenizer, bos_eos_pairs, finish_saved_config
 
 VOCAB_FILES_NAMES = {"vocab_file": "tokenizer.model", "tokenizer_file": "tokenizer.json"}
@@ -34,7 +35,7 @@ def _special(content: str | AddedToken | None) -> AddedToken | None:
     return AddedToken(content, special=True, normalized=False, lstrip=False, rstrip=False)
 
 
-class LlamaPaperTokenizerFast(PreTrainedTokenizerFast):
+class LlamaPaperTokenizerFast(KeepCardPushMixin, PreTrainedTokenizerFast):
     """Fast LLaMA tokenizer; offsets mapping supported; saves tokenizer.model and tokenizer.json."""
 
     vocab_files_names = VOCAB_FILES_NAMES
@@ -140,9 +141,13 @@ class LlamaPaperTokenizerFast(PreTrainedTokenizerFast):
         return files
 
     def save_pretrained(self, save_directory, legacy_format=None, filename_prefix=None, push_to_hub=False, **kwargs):
-        """Save tokenizer.json, tokenizer.model and a tokenizer_config.json that keeps add_bos/add_eos."""
-        if push_to_hub:
-            raise ValueError("push_to_hub is not supported here: save_pretrained(folder), then upload the folder.")
+        """Save tokenizer.json, tokenizer.model and a tokenizer_config.json that keeps add_bos/add_eos.
+
+        push_to_hub=True uploads once the folder is complete, keeping a README.md already in the folder."""
+        hub = pop_hub_kwargs(kwargs, save_directory) if push_to_hub else None
+        before = file_times(save_directory)
         files = super().save_pretrained(save_directory, legacy_format, filename_prefix, **kwargs)
         finish_saved_config(self, os.fspath(save_directory), filename_prefix)
+        if hub is not None:
+            self._push_saved_folder(save_directory, before, hub)
         return files

@@ -203,7 +203,33 @@ def finetune(model_dir: str, data: str, output_dir: str, max_steps: int = -1, ep
     else:
         trainer.save_model(output_dir)  # full model, or only the adapter under LoRA
     tokenizer.save_pretrained(output_dir)
+    write_finetune_card(output_dir, model_dir, data, trainer, adapter=lora and not merge_lora)
     return {**result.metrics, "log_history": trainer.state.log_history}
+
+
+def write_finetune_card(output_dir: str, model_dir: str, data: str, trainer, adapter: bool) -> None:
+    """finetune_summary.json, the loss curve and the model card (base model and relation in its metadata)."""
+    from modeling_llama.cli import names_a_local_path
+    from publishing.card import published_repo_id, write_card
+
+    from .model_card import LOSS_PLOT, plot_loss_curve
+
+    history = trainer.state.log_history
+    losses = [h for h in history if "loss" in h and "step" in h]
+    args = trainer.args
+    base_id = published_repo_id(model_dir) if names_a_local_path(model_dir) else model_dir
+    summary = {"base_model": model_dir, "base_model_id": base_id,
+               "data": str(data), "steps": trainer.state.global_step, "adapter": adapter,
+               "train_loss": next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None),
+               "hyperparameters": {k: getattr(args, k) for k in (
+                   "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "max_steps",
+                   "num_train_epochs", "warmup_steps", "weight_decay", "adam_beta1", "adam_beta2", "max_grad_norm",
+                   "lr_scheduler_type", "seed", "bf16")}}
+    summary["hyperparameters"]["lr_scheduler_type"] = str(summary["hyperparameters"]["lr_scheduler_type"])
+    (Path(output_dir) / "finetune_summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    if losses:
+        plot_loss_curve(losses, Path(output_dir) / LOSS_PLOT, title="fine-tuning loss")
+    write_card(output_dir, base_model_relation="adapter" if adapter else "finetune")
 
 
 def register(subparsers) -> None:
@@ -231,14 +257,19 @@ def register(subparsers) -> None:
     parser.add_argument("--merge-lora", action="store_true", help="save the merged model instead of the adapter")
     parser.add_argument("--logging-steps", type=int, default=10)
     parser.add_argument("--overwrite", action="store_true", help="replace a model already in --output-dir")
+    parser.add_argument("--push-to-hub", metavar="REPO",
+                        help="at the end, upload --output-dir to the Hub as NAMESPACE/NAME (as `llama-paper push`)")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    options = {k: v for k, v in vars(args).items() if k not in ("func", "command", "model")}
+    options = {k: v for k, v in vars(args).items() if k not in ("func", "command", "model", "push_to_hub")}
     metrics = finetune(model_dir=args.model, **options)
     print(f"Fine-tuned for {metrics.get('epoch', 0):.2f} epochs, train loss {metrics.get('train_loss', float('nan')):.4f}; "
           f"saved to {args.output_dir}.")
+    if args.push_to_hub:
+        from publishing.push import push_at_end
+        return push_at_end(args.output_dir, args.push_to_hub, command="finetune")
     return 0
 
 

@@ -447,15 +447,16 @@ def finish(run, accelerator, model, model_config, tokenizer, tokenizer_dir, mixt
     records = read_metrics(output_dir / "metrics.jsonl")
     summary = {
         "name": output_dir.name, "run_config": run.to_dict(), "model_config": model_config.to_diff_dict(),
-        "mixture": {s.name: {"weight": round(p, 4)} for s, p in zip(mixture.sources, mixture.probabilities.values(), strict=True)},
+        "mixture": {s.name: {"weight": round(p, 4), "dataset": s.dataset, "config": s.config}
+                    for s, p in zip(mixture.sources, mixture.probabilities.values(), strict=True)},
         "data_stats": stream.stats(), "heldout": heldout, "sample": sample, "run_info": info,
         "final_train_loss": next((r["loss"] for r in reversed(records) if isinstance(r.get("loss"), float)), None),
         "wall_time_s": time.perf_counter() - progress.pop("started"), **progress,
     }
     if accelerator.is_main_process:
         save_final_folder(output_dir, unwrapped.__class__, model_config, state_dict, tokenizer_dir, run.max_shard_size)
-        write_model_card(output_dir, summary, records)
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+        write_model_card(output_dir, summary, records)  # the card is rebuilt from the folder's files
         report(summary, say)
     accelerator.wait_for_everyone()
     return summary
@@ -538,6 +539,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "Hugging Face folder in --output-dir, then exit")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any run-config key, e.g. --set learning_rate=1e-3 --set model.hidden_size=128")
+    parser.add_argument("--push-to-hub", metavar="REPO",
+                        help="at the end of the run, upload the final folder to the Hub as NAMESPACE/NAME "
+                             "(as `llama-paper push`)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -569,10 +573,13 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"llama-paper pretrain: error: {error}", file=sys.stderr)
         return 2
     try:
-        pretrain(run, resume=args.resume, overwrite=args.overwrite)
+        summary = pretrain(run, resume=args.resume, overwrite=args.overwrite)
     except NonFiniteLossError as error:
         print(f"llama-paper pretrain: error: {error}", file=sys.stderr)
         return 1
+    if args.push_to_hub and not summary.get("stopped_by"):
+        from publishing.push import push_at_end
+        return push_at_end(run.output_dir, args.push_to_hub, command="pretrain")
     return 0
 
 
