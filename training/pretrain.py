@@ -540,6 +540,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "Hugging Face folder in --output-dir, then exit")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any run-config key, e.g. --set learning_rate=1e-3 --set model.hidden_size=128")
+    # DeepSpeed's launcher (also accelerate's nossh/pdsh multi-node one) passes --local_rank=N; LOCAL_RANK says the same.
+    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
 
 
 def run_from_args(args: argparse.Namespace) -> int:

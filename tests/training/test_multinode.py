@@ -33,9 +33,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _run_nodes(commands: list[list[str]], env: dict | None = None) -> list[str]:
+def _run_nodes(commands: list[list[str]], env: dict | None = None, cwd: Path = REPO) -> list[str]:
     """Start one launcher per "node" at once, wait for all; their outputs (every one must succeed)."""
-    nodes = [subprocess.Popen(command, cwd=REPO, env=env or subprocess_env(), stdout=subprocess.PIPE,
+    nodes = [subprocess.Popen(command, cwd=cwd, env=env or subprocess_env(), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for command in commands]
     try:
         outputs = [node.communicate(timeout=600)[0] for node in nodes]
@@ -74,6 +74,27 @@ def test_two_nodes_with_accelerate_launch_train_as_one_node(config, stage, mesh,
     assert (info["world_size"], info["num_nodes"], info["processes_per_node"]) == (2, 2, 1)
     assert info["node_ranks"] == [0, 1] and info["mesh"] == mesh and info["zero_stage"] == stage
     assert _run_info(reference)["num_nodes"] == 1 and _run_info(reference)["processes_per_node"] == 2
+    assert [r["loss"] for r in _metrics(out)] == [r["loss"] for r in _metrics(reference)]
+    assert_same_weights(final_weights(out), final_weights(reference))
+
+
+def test_deepspeed_launcher_without_ssh_on_two_nodes_trains_as_one_node(tmp_path_factory, tmp_path):
+    # accelerate's `nossh` multi-node launcher runs `deepspeed --hostfile H --no_ssh --node_rank R ...` per node,
+    # which passes --local_rank=0 to the module. The hostfile needs two different names for this one machine.
+    reference = _launch("cpu-zero3", tmp_path_factory)
+    run_file = _same_run_as(reference, tmp_path)
+    (tmp_path / "hostfile").write_text("localhost slots=1\n127.0.0.1 slots=1\n")
+    port = str(_free_port())
+    # cwd: accelerate writes the launch environment to ./.deepspeed_env for the DeepSpeed launcher
+    outputs = _run_nodes([_launch_command("cpu-zero3", "--num_machines", "2", "--machine_rank", str(rank),
+                                          "--main_process_ip", "127.0.0.1", "--main_process_port", port,
+                                          "--deepspeed_multinode_launcher", "nossh", "--deepspeed_hostfile",
+                                          str(tmp_path / "hostfile"), "-m", "training.pretrain",
+                                          "--config", str(run_file)) for rank in (0, 1)], cwd=tmp_path)
+    assert "deepspeed.launcher.launch" in outputs[0] and "--local_rank=0" in outputs[0]  # DeepSpeed's launcher ran
+    out = tmp_path / "out"
+    info = _run_info(out)
+    assert (info["world_size"], info["num_nodes"], info["processes_per_node"], info["zero_stage"]) == (2, 2, 1, 3)
     assert [r["loss"] for r in _metrics(out)] == [r["loss"] for r in _metrics(reference)]
     assert_same_weights(final_weights(out), final_weights(reference))
 
