@@ -32,16 +32,19 @@ def _first_int(names: tuple[str, ...], default: int) -> int:
     return default
 
 
-def local_placement(world_size: int) -> tuple[int, int, int]:
-    """(node rank, local rank, processes on this node) from the launcher's environment (single node without one)."""
-    local_rank = _first_int(("LOCAL_RANK",), 0)
+def local_placement(world_size: int, rank: int = 0) -> tuple[int, int, int]:
+    """(node rank, local rank, processes on this node) from the launcher's environment; a launcher that names no
+    local rank (one process, mpirun) counts as one node holding every rank."""
+    if "LOCAL_RANK" not in os.environ:
+        return 0, rank, world_size
     per_node = _first_int(LOCAL_WORLD_VARIABLES, world_size)
-    return _first_int(NODE_RANK_VARIABLES, 0), local_rank, per_node
+    return _first_int(NODE_RANK_VARIABLES, 0), _first_int(("LOCAL_RANK",), 0), per_node
 
 
 def node_table(accelerator) -> list[tuple[int, int, int]]:
     """Every process's (node rank, local rank, processes on its node), indexed by global rank (collective)."""
-    mine = torch.tensor([local_placement(accelerator.num_processes)], dtype=torch.long, device=accelerator.device)
+    placement = local_placement(accelerator.num_processes, accelerator.process_index)
+    mine = torch.tensor([placement], dtype=torch.long, device=accelerator.device)
     if accelerator.num_processes == 1:
         return [tuple(mine[0].tolist())]
     return [tuple(row) for row in accelerator.gather(mine).cpu().tolist()]

@@ -201,3 +201,19 @@ def test_slurm_scripts_start_one_elastic_launcher_per_node_that_resumes(script, 
             assert options == {"--nnodes": "2", "--nproc-per-node": "8", "--rdzv-backend": "c10d",
                                "--rdzv-endpoint": "gpu-node-017:29500", "--rdzv-id": "4242",
                                "--max-restarts": "3"}
+
+
+def test_local_placement_reads_each_launcher(monkeypatch):
+    from training.topology import local_placement
+
+    for name in ("LOCAL_RANK", "LOCAL_WORLD_SIZE", "LOCAL_SIZE", "GROUP_RANK", "CROSS_RANK", "NODE_RANK",
+                 "SLURM_NODEID"):
+        monkeypatch.delenv(name, raising=False)
+    assert local_placement(4, rank=3) == (0, 3, 4)  # no launcher naming local ranks: one node
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_SIZE", "2")  # DeepSpeed's launcher
+    monkeypatch.setenv("CROSS_RANK", "1")
+    assert local_placement(4, rank=3) == (1, 1, 2)
+    monkeypatch.setenv("GROUP_RANK", "0")  # torchrun's wins
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert local_placement(4, rank=1) == (0, 1, 4)
