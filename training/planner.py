@@ -112,7 +112,8 @@ CHECKPOINTING = ("none", "selective", "full")
 
 
 def paper_mfu(preset: str, seq_len: int = PAPER_SEQ_LEN) -> float:
-    """MFU the paper achieved for a Table 2 size, derived from its GPU-hours (§5) and token count (Table 2)."""
+    """MFU the paper achieved for a Table 2 size, from its GPU-hours (§5) and token count: for comparison only, never
+    a default of the prediction."""
     if preset not in PAPER_GPU_HOURS:
         raise ValueError(f"The paper reports GPU-hours only for {', '.join(PAPER_GPU_HOURS)}, not {preset!r}.")
     config = LlamaPaperConfig.from_preset(preset)
@@ -396,7 +397,8 @@ def make_plan(preset: str, gpus: int, gpu: str = PAPER_GPU, mfu: float | None = 
     memory_sp = {label: {mode: layout_memory(config, layout, seq_len, "FSDP", sp=on, checkpointing=mode)
                          for mode in CHECKPOINTING} for label, on in (("no sp", False), ("sp", True))}
     return Plan(
-        preset=preset, gpu=accelerator.key, gpus=gpus, mfu=throughput * per_token / peak, mfu_source=mfu_source, tokens=float(tokens), seq_len=seq_len,
+        preset=preset, gpu=accelerator.key, gpus=gpus, mfu=throughput * per_token / peak, mfu_source=mfu_source,
+        tokens=float(tokens), seq_len=seq_len,
         batch_tokens=batch_tokens, parameters=count_parameters(config), flops_per_token=per_token,
         steps=math.ceil(tokens / batch_tokens), micro_batch=layout.micro_batch,
         gradient_accumulation=layout.gradient_accumulation, tokens_per_s_per_gpu=throughput, days=days,
