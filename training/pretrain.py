@@ -38,6 +38,7 @@ from .metrics import MetricsLogger, model_flops_utilization, read_metrics
 from .model_card import write_model_card
 from .optimizer import build_optimizer, build_scheduler
 from .run_config import RunConfig, available_presets, load_run_config
+from .topology import topology_info
 
 DEFAULT_PRESET = "demo"
 UNIGRAM_MAX_DOCUMENTS = 20000  # the unigram baseline is fitted on at most this many training documents
@@ -318,7 +319,8 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
         say(f"No checkpoint in {output_dir} yet: starting from step 0.")
 
     info = run_info(accelerator, model, run_config=run.to_dict(), parameters=n_params, accumulation=accumulation,
-                    warmup_steps=warmup, resumed_from=str(checkpoint) if checkpoint else None)
+                    warmup_steps=warmup, resumed_from=str(checkpoint) if checkpoint else None,
+                    **topology_info(accelerator, model))  # nodes, processes per node, mesh: as the run finds them
     if accelerator.is_main_process:
         write_run_info(output_dir / "run_info.json", info)
     logger = MetricsLogger(accelerator, output_dir, run.max_steps, start_step=step, use_tracker=run.tensorboard,
@@ -542,6 +544,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--push-to-hub", metavar="REPO",
                         help="at the end of the run, upload the final folder to the Hub as NAMESPACE/NAME "
                              "(as `llama-paper push`)")
+    # DeepSpeed's launcher (also accelerate's nossh/pdsh multi-node one) passes --local_rank=N; LOCAL_RANK says the same.
+    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
 
 
 def run_from_args(args: argparse.Namespace) -> int:

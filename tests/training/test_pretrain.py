@@ -110,6 +110,8 @@ def test_metrics_and_run_info(trained):
     assert records[-1]["loss"] < records[0]["loss"] - 1.0
     info = json.loads((out / "run_info.json").read_text())
     assert (info["world_size"], info["distributed_type"], info["zero_stage"]) == (1, "NO", None)
+    assert (info["num_nodes"], info["processes_per_node"], info["node_ranks"]) == (1, 1, [0])
+    assert info["mesh"] == {"dp_replicate": 1, "dp_shard": 1, "tp": 1} and info["elastic_restart_count"] == 0
     assert info["versions"]["torch"] == torch.__version__.split("+")[0] or info["versions"]["torch"] == torch.__version__
 
 
