@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .configuration_llama_paper import LlamaPaperConfig, swiglu_hidden_size
+from ..configuration_llama_paper import LlamaPaperConfig, swiglu_hidden_size
 from .meta_layout import (
     IGNORED_KEYS,
     LAYER_KEYS,
@@ -389,7 +389,7 @@ def save_model_metadata(config: LlamaPaperConfig, dtype: torch.dtype, folder: Pa
     from transformers import GenerationConfig
     from transformers.dynamic_module_utils import custom_object_save
 
-    from .modeling_llama_paper import LlamaPaperForCausalLM
+    from ..modeling_llama_paper import LlamaPaperForCausalLM
 
     config.dtype = str(dtype).removeprefix("torch.")
     config.architectures = ["LlamaPaperForCausalLM"]
@@ -403,14 +403,14 @@ def save_model_metadata(config: LlamaPaperConfig, dtype: torch.dtype, folder: Pa
 
 def save_tokenizer(tokenizer_path: Path, folder: Path) -> None:
     """tokenizer.model, the exact tokenizer.json and tokenizer_config.json."""
-    from .tokenization_llama_paper_fast import LlamaPaperTokenizerFast
+    from ..tokenization_llama_paper_fast import LlamaPaperTokenizerFast
 
     LlamaPaperTokenizerFast(vocab_file=str(tokenizer_path)).save_pretrained(folder)
 
 
 def check_tokenizer(tokenizer_path: Path, vocab_size: int) -> None:
     """The tokenizer must have one piece per embedding row."""
-    from .tokenization_llama_paper import load_sentencepiece
+    from ..tokenization_llama_paper import load_sentencepiece
 
     pieces = load_sentencepiece(tokenizer_path).get_piece_size()
     if pieces != vocab_size:
