@@ -39,20 +39,25 @@ def random_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_dir(tmp_path_factory) -> Path:
-    """Tiny model trained 60 steps on the shipped corpus: greedy tokens mean something (no near-ties)."""
+    """Tiny model trained 80 steps on 200 tokens of the shipped corpus: greedy tokens are varied and meaningful."""
     torch.manual_seed(0)
     tokenizer = LlamaPaperTokenizerFast(vocab_file=str(TOKENIZER))
-    ids = torch.tensor(tokenizer(CORPUS.read_text()[:200_000]).input_ids)
+    ids = torch.tensor(tokenizer(CORPUS.read_text()[:1000]).input_ids[:200])
     model = LlamaPaperForCausalLM(LlamaPaperConfig.from_preset("tiny", num_key_value_heads=2))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(60):
-        starts = torch.randint(0, len(ids) - 65, (8,))
-        batch = torch.stack([ids[s : s + 65] for s in starts])
-        loss = model(batch, labels=batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    assert loss.item() < 7.0  # it learned something (uniform over 32000 pieces is 10.4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: extra threads only contend
+    try:
+        for _ in range(80):
+            starts = torch.randint(0, len(ids) - 33, (8,))
+            batch = torch.stack([ids[s : s + 33] for s in starts])
+            loss = model(batch, labels=batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    finally:
+        torch.set_num_threads(threads)
+    assert loss.item() < 3.0  # it learned the passage (uniform over 32000 pieces is 10.4)
     return save_model(model.eval(), tmp_path_factory.mktemp("trained") / "model")
 
 
