@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -276,10 +277,13 @@ def export_llama(model_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
     sources = check_tensors(model_dir, config)
 
     def write(folder: Path) -> None:
-        copy_tensors(sources, folder)
-        native_config(config, sources[0].plan.dtype).save_pretrained(folder)
-        write_generation_config(model_dir, config, folder)
-        save_native_tokenizer(model_dir, folder, config.max_position_embeddings)
+        # The tokenizer (Python) is built while the tensor copies (system calls, GIL released) run.
+        with ThreadPoolExecutor(max_workers=1) as background:
+            tokenizer = background.submit(save_native_tokenizer, model_dir, folder, config.max_position_embeddings)
+            copy_tensors(sources, folder)
+            native_config(config, sources[0].plan.dtype).save_pretrained(folder)
+            write_generation_config(model_dir, config, folder)
+            tokenizer.result()
 
     return in_temporary(output_dir, write)
 

@@ -86,7 +86,7 @@ def transformers_llama_folder(folder: Path, *, kv_heads: int, tied: bool) -> Lla
 
 
 @pytest.mark.parametrize("kv_heads,tied", [(2, False), (1, True)])
-def test_transformers_llama_folder_imports_with_equal_logits(kv_heads, tied, tmp_path, capsys, sp):
+def test_transformers_llama_folder_imports_with_equal_logits(kv_heads, tied, random_dir, tmp_path, sp):
     reference = transformers_llama_folder(tmp_path / "hf", kv_heads=kv_heads, tied=tied)
     with torch.no_grad():
         expected = reference(IDS).logits
@@ -97,8 +97,10 @@ def test_transformers_llama_folder_imports_with_equal_logits(kv_heads, tied, tmp
         imported = AutoModelForCausalLM.from_pretrained(tmp_path / "ours", dtype=torch.float32).eval()
         assert isinstance(imported, LlamaPaperForCausalLM)
         assert (imported(IDS).logits - expected).abs().max().item() <= 1e-5
-    assert (tmp_path / "ours" / "modeling_llama_paper.py").is_file()  # remote code travels with our folder
-    assert not list((tmp_path / "ours").glob("*conver*"))  # and only the model's own sources
+    # remote code travels with the folder: the model's own sources, as save_pretrained copies them, nothing else
+    sources = {p.name for p in (tmp_path / "ours").glob("*.py")}
+    assert "modeling_llama_paper.py" in sources and sources == {p.name for p in random_dir.glob("*.py")}
+    assert not any("conver" in name or "stream" in name or "gguf" in name for name in sources)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "ours")
