@@ -5,8 +5,8 @@ A random bf16 model of the preset (1B: 1.06e9 parameters, 2.1 GB) is written ten
 format runs in its own child process under `/usr/bin/time -v` (peak RSS = "Maximum resident set size"); the child
 alternates `cp -r` of the folder, `dd bs=16M` of its weights to a new file and the export (--repeats times, medians
 reported), all reading from the page cache; import time is in none. `cp` copies in the kernel (copy_file_range), as
-the native export does; a GGUF export writes new bytes, as `dd` (read + write through user space) does. The RSS of a child that only imports the package is printed too: part of the
-peak, but independent of the model size.
+the native export does; a GGUF export writes new bytes, as `dd` (read + write through user space) does. The RSS of
+a child that only imports the package is printed too: part of the peak, but independent of the model size.
 """
 
 from __future__ import annotations
@@ -104,14 +104,15 @@ def main() -> None:
             written = int(re.search(r"^WRITTEN (\d+)$", out, re.M).group(1))
             cp_s, export_s = statistics.median(cp), statistics.median(export)
             label = "llama (native folder)" if fmt == "llama" else f"gguf {args.outtype}"
-            print(f"{label}: wrote {written / 1e9:.2f} GB; cp -r median {cp_s:.2f} s (all {', '.join(f'{t:.2f}' for t in cp)}), "
-                  f"export median {export_s:.2f} s (all {', '.join(f'{t:.2f}' for t in export)}); "
-                  f"ratio export / cp {export_s / cp_s:.2f}x")
+            runs = lambda times: ", ".join(f"{t:.2f}" for t in times)  # noqa: E731
+            print(f"{label}: wrote {written / 1e9:.2f} GB; cp -r median {cp_s:.2f} s (all {runs(cp)}), "
+                  f"export median {export_s:.2f} s (all {runs(export)}); ratio export / cp {export_s / cp_s:.2f}x")
             cat_s = statistics.median(cat)
-            print(f"{label}: dd bs=16M (user-space copy of the weights) median {cat_s:.2f} s (all "
-                  f"{', '.join(f'{t:.2f}' for t in cat)}); ratio export / dd {export_s / cat_s:.2f}x")
+            print(f"{label}: dd bs=16M (user-space copy of the weights) median {cat_s:.2f} s (all {runs(cat)}); "
+                  f"ratio export / dd {export_s / cat_s:.2f}x")
+            added = peak - base_rss
             print(f"{label}: peak RSS {peak / 1e6:.0f} MB = {peak / size:.1%} of the model "
-                  f"(export adds {(peak - base_rss) / 1e6:.0f} MB = {(peak - base_rss) / size:.1%} over the import-only child)")
+                  f"(export adds {added / 1e6:.0f} MB = {added / size:.1%} over the import-only child)")
             subprocess.run(["rm", "-rf", str(work / "native"), str(work / "model.gguf")], check=True)
 
 

@@ -88,8 +88,9 @@ def test_outtypes_and_bad_input(random_dir, tmp_path, capsys):
     assert types["blk.0.ffn_down.weight"] == "Q4_0" and types["output.weight"] == "Q8_0"  # head kept above 4 bits
     # hidden size 48: rows of 48 do not fill blocks of 32
     torch.manual_seed(0)
-    odd = save_model(LlamaPaperForCausalLM(LlamaPaperConfig(vocab_size=32000, hidden_size=48, num_attention_heads=4,
-                                                            num_hidden_layers=1, intermediate_size=96)), tmp_path / "odd")
+    odd_config = LlamaPaperConfig(vocab_size=32000, hidden_size=48, num_attention_heads=4, num_hidden_layers=1,
+                                  intermediate_size=96)
+    odd = save_model(LlamaPaperForCausalLM(odd_config), tmp_path / "odd")
     capsys.readouterr()
     cases = [
         (["--model", str(odd), "--output", str(tmp_path / "o.gguf"), "--outtype", "q8_0"], "use --outtype f16"),
