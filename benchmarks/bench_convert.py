@@ -89,7 +89,7 @@ def timed_child(code: str, argv: list[str] | None = None) -> tuple[float, int, s
 
 CHILD = """
 import shutil, statistics, subprocess, sys, time
-from modeling_llama.convert_meta import convert_meta_checkpoint
+from modeling_llama.conversion.convert_meta import convert_meta_checkpoint
 src, work, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
 cp_times, convert_times = [], []
 for i in range(repeats):  # alternate cp and convert, so machine noise hits both alike
@@ -120,7 +120,7 @@ def main() -> None:
         size = make_checkpoint(work / "meta", args.gigabytes)
         for f in (work / "meta").iterdir():  # warm the page cache the same way for cp and convert
             f.read_bytes()
-        _, base_rss, _ = timed_child("import modeling_llama, modeling_llama.convert_meta")
+        _, base_rss, _ = timed_child("import modeling_llama, modeling_llama.conversion.convert_meta")
         _, peak_rss, out = timed_child(CHILD, [str(work / "meta"), str(work), str(args.repeats)])
         cp_times = [float(x) for x in re.search(r"^CP (.*)$", out, re.M).group(1).split()]
         convert_times = [float(x) for x in re.search(r"^CONVERT (.*)$", out, re.M).group(1).split()]

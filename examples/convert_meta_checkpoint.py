@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import modeling_llama  # noqa: F401  (registers our classes with the Auto classes)
-from modeling_llama.convert_meta import convert_meta_checkpoint
+from modeling_llama.conversion.convert_meta import convert_meta_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -40,6 +40,44 @@ def swiglu_hidden_size(hidden_size: int, multiple_of: int = 256, ffn_dim_multipl
     return multiple_of * math.ceil(hidden / multiple_of)
 
 
+# transformers' LlamaConfig fields whose value the paper fixes. A LlamaConfig dict (`model_type: llama`) passes through
+# LlamaPaperConfig when a transformers Llama folder is loaded; any other value is a model ours cannot compute.
+_PAPER_FIXED = {
+    "attention_bias": False,
+    "mlp_bias": False,
+    "hidden_act": "silu",
+    "attention_dropout": 0.0,
+    "pretraining_tp": 1,
+    "rope_scaling": None,
+}
+_REFUSAL_FIX = (
+    "LlamaPaperForCausalLM implements LLaMA (Touvron et al. 2023) only; load this checkpoint with transformers' "
+    "own LlamaForCausalLM (AutoModelForCausalLM.from_pretrained) instead."
+)
+
+
+def _absorb_llama_fields(kwargs: dict, hidden_size: int, num_heads: int, rope_theta: float) -> float:
+    """Take LlamaConfig-only fields out of `kwargs`, refusing features the paper's model lacks; returns rope_theta."""
+    kwargs.pop("model_type", None)  # a LlamaConfig dict says "llama"; this class is "llama_paper" whatever it read
+    rope = kwargs.pop("rope_parameters", None) or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type != "default" or set(rope) - {"rope_type", "type", "rope_theta"}:
+        raise ValueError(f"RoPE scaling ({rope}) is not part of the paper's rotary embeddings. {_REFUSAL_FIX}")
+    rope_theta = rope.get("rope_theta", rope_theta)
+    for name, paper_value in _PAPER_FIXED.items():
+        value = kwargs.pop(name, paper_value)
+        if value != paper_value and not (name == "rope_scaling" and not value):
+            what = "RoPE scaling" if name == "rope_scaling" else f"{name} = {value!r} (the paper: {paper_value!r})"
+            raise ValueError(f"{what} is not part of LLaMA. {_REFUSAL_FIX}")
+    head_dim = kwargs.pop("head_dim", None)
+    if head_dim is not None and num_heads and head_dim != hidden_size // num_heads:
+        raise ValueError(
+            f"head_dim = {head_dim} differs from hidden_size / num_attention_heads = {hidden_size // num_heads}; "
+            f"LLaMA's heads split the hidden size. {_REFUSAL_FIX}"
+        )
+    return rope_theta
+
+
 class LlamaPaperConfig(KeepCardPushMixin, PretrainedConfig):
     """Configuration of a LLaMA model; defaults are the paper's 7B."""
 
@@ -81,6 +119,7 @@ class LlamaPaperConfig(KeepCardPushMixin, PretrainedConfig):
         multiple_of: int = 256,
         **kwargs,
     ):
+        rope_theta = _absorb_llama_fields(kwargs, hidden_size, num_attention_heads, rope_theta)
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.multiple_of = multiple_of

@@ -14,8 +14,8 @@ from safetensors import safe_open
 
 from modeling_llama import LlamaPaperForCausalLM, LlamaPaperTokenizerFast
 from modeling_llama.cli import main as cli_main
-from modeling_llama.convert_meta import convert_meta_checkpoint
-from modeling_llama.export_meta import export_meta_checkpoint
+from modeling_llama.conversion.convert_meta import convert_meta_checkpoint
+from modeling_llama.conversion.export_meta import export_meta_checkpoint
 
 SPLIT = {"wq": 0, "wk": 0, "wv": 0, "w1": 0, "w3": 0, "output": 0, "wo": 1, "w2": 1, "tok_embeddings": 1}
 VOCAB = 32000  # the real LLaMA tokenizer in tests/fixtures
@@ -139,9 +139,9 @@ CASES = [  # (num_shards, n_kv_heads, tied)
 @pytest.mark.parametrize("file_reads", [True, False], ids=["file-reads", "mmap-fallback"])
 @pytest.mark.parametrize("num_shards,n_kv_heads,tied", CASES)
 def test_converted_model_equals_meta_forward(num_shards, n_kv_heads, tied, file_reads, fixtures, tmp_path, monkeypatch):
-    monkeypatch.setattr("modeling_llama.meta_shards.CHUNK_BYTES", 4096)  # tensors stream as many row blocks
+    monkeypatch.setattr("modeling_llama.conversion.meta_shards.CHUNK_BYTES", 4096)  # tensors stream as many row blocks
     if not file_reads:  # as if byte offsets in the file were unknown: read through the memory map instead
-        monkeypatch.setattr("modeling_llama.meta_shards.file_offsets", lambda path, tensors: None)
+        monkeypatch.setattr("modeling_llama.conversion.meta_shards.file_offsets", lambda path, tensors: None)
     weights, params = make_meta_checkpoint(
         tmp_path / "meta" / "7B", fixtures, num_shards, n_kv_heads=n_kv_heads, tied=tied
     )

@@ -11,7 +11,7 @@ import re
 
 import torch
 
-from .configuration_llama_paper import swiglu_hidden_size
+from ..configuration_llama_paper import swiglu_hidden_size
 
 # Meta key (inside layer N) -> (our key inside `model.layers.N.`, split dim across shards, or None if replicated)
 LAYER_KEYS: dict[str, tuple[str, int | None]] = {

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .configuration_llama_paper import LlamaPaperConfig, swiglu_hidden_size
+from ..configuration_llama_paper import LlamaPaperConfig, swiglu_hidden_size
 from .meta_layout import (
     IGNORED_KEYS,
     LAYER_KEYS,
@@ -390,7 +390,7 @@ def save_model_metadata(config: LlamaPaperConfig, dtype: torch.dtype, folder: Pa
     from transformers import GenerationConfig
     from transformers.dynamic_module_utils import custom_object_save
 
-    from .modeling_llama_paper import LlamaPaperForCausalLM
+    from ..modeling_llama_paper import LlamaPaperForCausalLM
 
     config.dtype = str(dtype).removeprefix("torch.")
     config.architectures = ["LlamaPaperForCausalLM"]
@@ -408,9 +408,9 @@ def save_tokenizer(tokenizer_path: Path, folder: Path) -> None:
     Any SentencePiece model converts: the slow tokenizer runs SentencePiece itself and is always exact; a model
     that no `tokenizers` pipeline reproduces (e.g. Unigram) gets the slow tokenizer only, with one warning.
     """
-    from .sentencepiece_bpe import exact_fast_problems, read_sentencepiece_model
-    from .tokenization_llama_paper import LlamaPaperTokenizer
-    from .tokenization_llama_paper_fast import LlamaPaperTokenizerFast
+    from ..sentencepiece_bpe import exact_fast_problems, read_sentencepiece_model
+    from ..tokenization_llama_paper import LlamaPaperTokenizer
+    from ..tokenization_llama_paper_fast import LlamaPaperTokenizerFast
 
     problems = exact_fast_problems(read_sentencepiece_model(tokenizer_path))
     if problems:
@@ -427,7 +427,7 @@ def save_tokenizer(tokenizer_path: Path, folder: Path) -> None:
 
 def check_tokenizer(tokenizer_path: Path, vocab_size: int) -> None:
     """The tokenizer must have one piece per embedding row."""
-    from .tokenization_llama_paper import load_sentencepiece
+    from ..tokenization_llama_paper import load_sentencepiece
 
     pieces = load_sentencepiece(tokenizer_path).get_piece_size()
     if pieces != vocab_size:
