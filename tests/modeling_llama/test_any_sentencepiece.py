@@ -19,7 +19,7 @@ import torch
 from transformers import AutoTokenizer
 
 from modeling_llama import LlamaPaperForCausalLM, LlamaPaperTokenizer, LlamaPaperTokenizerFast
-from modeling_llama.convert_meta import convert_meta_checkpoint
+from modeling_llama.conversion.convert_meta import convert_meta_checkpoint
 
 from .test_tokenizer import random_strings
 
