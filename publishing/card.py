@@ -169,8 +169,11 @@ def card_data(folder: str | Path, *, model_name: str, results: dict[str, Any], l
     kept.setdefault("language", ["en"])
     stage = "finetune" if finetune else ("pretraining" if summary else None)
     remote_code = "auto_map" in _read_json(folder / "config.json")
+    # A kept card's tags are carried over, except `custom_code` where the folder has none (a native export's card
+    # starts from the remote-code folder's card).
+    old_tags = [t for t in old.get("tags") or [] if remote_code or t != "custom_code"]
     tags = list(dict.fromkeys(["llama", "llama-paper", "causal-lm"] + (["custom_code"] if remote_code else [])
-                              + ([stage] if stage else []) + list(old.get("tags") or [])))
+                              + ([stage] if stage else []) + old_tags))
     datasets = hub_datasets(summary) or list(old.get("datasets") or []) or None
     if not results and old.get("model-index"):  # a hand-written model-index is kept (and checked: invalid raises)
         kept["model-index"] = old["model-index"]
