@@ -139,3 +139,21 @@ def test_a_crash_during_an_async_save_leaves_the_previous_checkpoint_and_resume_
     assert_same_weights(final_weights(out), final_weights(reference))
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-4"]  # keep_checkpoints 2
     assert not os.path.exists(out / ".tmp-checkpoint-3")
+
+
+def test_a_mesh_that_does_not_fit_the_processes_is_refused_with_the_fix(monkeypatch):
+    from training.parallel import MeshShape, check_divisible, configured_mesh
+
+    monkeypatch.setenv("ACCELERATE_USE_PARALLELISM_CONFIG", "true")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("PARALLELISM_CONFIG_TP_SIZE", "2")
+    with pytest.raises(ValueError, match="tensor_parallel=4.*parallelism_config_tp_size=2"):
+        configured_mesh(4, 4)
+    with pytest.raises(ValueError, match="does not divide the 3 processes"):
+        configured_mesh(None, 3)
+    assert configured_mesh(None, 4) == MeshShape(dp_replicate=1, dp_shard=2, tp=2)
+    # The run has left Accelerate's own ND-parallel/FSDP path (it cannot compose TP with FSDP on these versions).
+    assert "ACCELERATE_USE_PARALLELISM_CONFIG" not in os.environ and "ACCELERATE_USE_FSDP" not in os.environ
+    from modeling_llama import LlamaPaperConfig
+    with pytest.raises(ValueError, match="must divide"):
+        check_divisible(LlamaPaperConfig.from_preset("tiny"), 3)  # 4 heads do not split over 3 ranks
