@@ -3,8 +3,9 @@ synchronous DCP save of the same state (the baseline, measured in the same proce
 
 The loop trains a model of the chosen preset with the paper's AdamW; every `--steps-between` optimizer steps it
 saves a checkpoint (model + optimizer + RNG + trainer state) through training.distributed_checkpoint. "Blocked" is
-the time from the save call until the loop can run its next step: for a synchronous save the whole write; for an
-asynchronous one the staging copy into CPU memory, plus any wait for the previous save still in flight. The
+the time the loop waits because of the save: for a synchronous save the whole write; for an asynchronous one the
+save call, the wait of the next optimizer step for the copy into CPU memory (which overlaps that step's forward and
+backward), and any wait for the previous save still in flight. The
 background writer competes with training for the same cores here (on a GPU host the training runs on the GPU).
 
     python benchmarks/bench_async_checkpoint.py --preset 1B [--layers N] [--saves 3] [--steps-between 2]
@@ -44,11 +45,17 @@ def build(preset: str, layers: int | None):
     return model, build_optimizer(model, 3e-4)
 
 
-def train_step(model, optimizer, seq_len: int) -> None:
+def train_step(model, optimizer, seq_len: int, checkpointer=None) -> float:
+    """One optimizer step, as training.pretrain runs it; returns the seconds spent waiting for a save's staging."""
     batch = torch.randint(0, model.config.vocab_size, (1, seq_len))
     model(input_ids=batch, labels=batch).loss.backward()
+    start = time.perf_counter()
+    if checkpointer is not None:
+        checkpointer.wait_for_staging()  # an async save may still be copying the state the step changes
+    waited = time.perf_counter() - start
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    return waited
 
 
 def measure(async_save: bool, model, optimizer, saves: int, steps_between: int, seq_len: int, root: Path) -> dict:
@@ -59,21 +66,26 @@ def measure(async_save: bool, model, optimizer, saves: int, steps_between: int, 
     accelerator = build_accelerator()
     checkpointer = DistributedCheckpointer(accelerator, model, optimizer, async_save=async_save)
     output = root / ("async" if async_save else "sync")
-    blocked, steps = [], []
+    blocked, waited, steps = [], [], []
     for number in range(1, saves + 1):
-        for _ in range(steps_between):
+        for index in range(steps_between):
             start = time.perf_counter()
-            train_step(model, optimizer, seq_len)
+            staging_wait = train_step(model, optimizer, seq_len, checkpointer)
             steps.append(time.perf_counter() - start)
+            if number > 1 and index == 0:  # the previous save's copy, overlapped with this step's forward/backward
+                blocked[-1] += staging_wait
         start = time.perf_counter()
+        checkpointer.wait()  # the previous save still in flight, if the steps since did not cover its write
+        waited.append(time.perf_counter() - start)
         checkpointer.save(output, number, {"step": number}, keep=1)
         blocked.append(time.perf_counter() - start)
+    blocked[-1] += train_step(model, optimizer, seq_len, checkpointer)  # the last save's copy, likewise
     start = time.perf_counter()
     checkpointer.wait()
     final_wait = time.perf_counter() - start
     size = sum(f.stat().st_size for f in output.rglob("*") if f.is_file()) / 2**30
     shutil.rmtree(output)
-    return {"blocked_s": blocked, "final_wait_s": final_wait, "step_s": statistics.median(steps),
+    return {"blocked_s": blocked, "of_which_waiting_for_previous_s": waited, "final_wait_s": final_wait, "step_s": statistics.median(steps),
             "checkpoint_gib": round(size, 2)}
 
 
@@ -97,13 +109,16 @@ def main() -> None:
                                                              args.steps_between, args.seq_len, root)
     # The first save of each mode includes one-off planning; the steady state is the median.
     sync_s, async_s = (statistics.median(results[m]["blocked_s"]) for m in ("sync", "async"))
+    staging_s = statistics.median(b - w for b, w in zip(results["async"]["blocked_s"],
+                                                         results["async"]["of_which_waiting_for_previous_s"]))
     print(json.dumps({"preset": args.preset, "layers": args.layers or "all", "parameters": parameters,
                       "results": results, "torch": torch.__version__, "platform": platform.platform()}, indent=1))
     print(f"\n{args.preset} ({parameters / 1e6:.0f}M parameters, {results['sync']['checkpoint_gib']} GiB per "
           f"checkpoint): loop blocked per checkpoint, median of {args.saves}: synchronous {sync_s:.2f} s, "
           f"asynchronous {async_s:.2f} s -> {async_s / sync_s:.1%} of the synchronous time "
           f"(training step {results['sync']['step_s']:.2f} s sync-run, {results['async']['step_s']:.2f} s "
-          "while writing in the background)")
+          "while writing in the background); without waiting for a previous save still in flight (checkpoints "
+          f"further apart than one write): {staging_s:.2f} s -> {staging_s / sync_s:.1%}")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,9 @@ Used by tensor-parallel runs (whose DTensor model Accelerate's `save_state` cann
   rng_state_<rank>.safetensors   each process's torch RNG state
   trainer_state.json, config.json, tokenizer/   as for every checkpoint (training/checkpointing.py)
 
-Asynchronous saves (torchtitan's recipe): the state is staged (copied to CPU memory) when `save` is called, then
-written by a background thread over a separate gloo process group, so the training collectives never wait for
-disk. The folder is written as `.tmp-checkpoint-<step>` and renamed to `checkpoint-<step>` only once DCP's
+Asynchronous saves (torchtitan's recipe): the state is staged (copied to CPU memory) by a background thread while the
+next forward/backward runs (the optimizer step waits for the copy: `wait_for_staging`), then written by another
+over a separate gloo process group, so the training collectives never wait for disk. The folder is written as `.tmp-checkpoint-<step>` and renamed to `checkpoint-<step>` only once DCP's
 coordinator (rank 0) has written its `.metadata`, i.e. after every rank's files are complete; a run killed during
 the save leaves the previous checkpoint as the latest. The next save, the end of the run and a stop signal wait for
 the pending save (`wait`).
@@ -21,11 +21,17 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import warnings
 from pathlib import Path
 
 import torch
 
 from .checkpointing import CHECKPOINT_PREFIX, TEMP_PREFIX, TRAINER_STATE, discard, list_checkpoints
+
+# A single-process run saves with no_dist=True on purpose; DCP warns about it on every save (also from the writer
+# thread, where a catch_warnings block would not reach).
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized",
+                        category=UserWarning)
 
 DCP_FOLDER = "model_optimizer"
 RNG_FILE = "rng_state_{rank}.safetensors"
@@ -47,6 +53,18 @@ class DistributedCheckpointer:
         # Background writes use their own gloo group: their collectives never queue behind the training ones.
         self.group = dist.new_group(backend="gloo") if async_save and self.distributed else None
         self._pending = None  # (future, publish) of the save in flight
+        self._staging = None  # completes once the state of the save in flight is copied to CPU memory
+        self._stager = None
+        if async_save:
+            from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
+            # The copy to CPU memory runs in a thread too (torchtitan's async_with_pinned_mem): the next forward and
+            # backward overlap it, and only the next optimizer step, which changes the state, waits for it
+            # (`wait_for_staging`). Its CPU buffers are kept from one save to the next (allocating and faulting in a
+            # fresh copy of the whole state each time was most of the blocked time); reuse is safe because a save
+            # first waits for the previous one. Pinned on a GPU host, for fast device-to-host copies.
+            self._stager = DefaultStager(StagingOptions(use_pinned_memory=torch.cuda.is_available(),
+                                                        use_shared_memory=False, use_async_staging=True,
+                                                        use_non_blocking_copy=False))
         self._lock = threading.Lock()
 
     # --- saving -------------------------------------------------------------------------------------------------
@@ -88,7 +106,9 @@ class DistributedCheckpointer:
                     discard(old)
 
         if self.async_save:
-            future = dcp.async_save(state, checkpoint_id=checkpoint_id, process_group=self.group, no_dist=no_dist)
+            response = dcp.async_save(state, checkpoint_id=checkpoint_id, process_group=self.group, no_dist=no_dist,
+                                      async_stager=self._stager)
+            self._staging, future = response.staging_completion, response.upload_completion
             if accelerator.is_main_process:
                 # Published from the writer thread as soon as it is done: training need not reach a wait for it.
                 future.add_done_callback(lambda f: f.exception() is None and publish())
@@ -101,8 +121,15 @@ class DistributedCheckpointer:
             accelerator.wait_for_everyone()
         return final
 
+    def wait_for_staging(self) -> None:
+        """Block until the save in flight has copied the state (call before anything changes it: optimizer.step)."""
+        if self._staging is not None:
+            self._staging.result()
+            self._staging = None
+
     def wait(self) -> None:
         """Block until the save in flight (if any) is written and published on every process (collective)."""
+        self.wait_for_staging()
         if self._pending is None:
             return
         future, publish = self._pending

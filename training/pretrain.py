@@ -407,6 +407,8 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
                           f"limit {run.max_nonfinite_steps}).", RuntimeWarning, stacklevel=1)
             grad_norm = None
         else:
+            if checkpointer:
+                checkpointer.wait_for_staging()  # an async save may still be copying the state this step changes
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             nonfinite_in_a_row = 0
