@@ -85,7 +85,8 @@ def measure(async_save: bool, model, optimizer, saves: int, steps_between: int, 
     final_wait = time.perf_counter() - start
     size = sum(f.stat().st_size for f in output.rglob("*") if f.is_file()) / 2**30
     shutil.rmtree(output)
-    return {"blocked_s": blocked, "of_which_waiting_for_previous_s": waited, "final_wait_s": final_wait, "step_s": statistics.median(steps),
+    return {"blocked_s": blocked, "of_which_waiting_for_previous_s": waited, "final_wait_s": final_wait,
+            "step_s": statistics.median(steps),
             "checkpoint_gib": round(size, 2)}
 
 

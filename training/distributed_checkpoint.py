@@ -10,9 +10,10 @@ Used by tensor-parallel runs (whose DTensor model Accelerate's `save_state` cann
 
 Asynchronous saves (torchtitan's recipe): the state is staged (copied to CPU memory) by a background thread while the
 next forward/backward runs (the optimizer step waits for the copy: `wait_for_staging`), then written by another
-over a separate gloo process group, so the training collectives never wait for disk. The folder is written as `.tmp-checkpoint-<step>` and renamed to `checkpoint-<step>` only once DCP's
-coordinator (rank 0) has written its `.metadata`, i.e. after every rank's files are complete; a run killed during
-the save leaves the previous checkpoint as the latest. The next save, the end of the run and a stop signal wait for
+over a separate gloo process group, so the training collectives never wait for disk. The folder is written as
+`.tmp-checkpoint-<step>` and renamed to `checkpoint-<step>` only once DCP's coordinator (rank 0) has written its
+`.metadata`, i.e. after every rank's files are complete; a run killed during the save leaves the previous checkpoint
+as the latest. The next save, the end of the run and a stop signal wait for
 the pending save (`wait`).
 """
 
