@@ -201,7 +201,7 @@ class GracefulStop:
 
 
 def consolidated_state_dict(checkpoint_dir: str | Path) -> dict[str, torch.Tensor]:
-    """The full (unsharded) model state dict of any checkpoint: plain, DeepSpeed ZeRO-1/2/3 or FSDP2 (DCP)."""
+    """The full (unsharded) model state dict of any checkpoint: plain, DeepSpeed ZeRO-1/2/3, FSDP2 or TP (DCP)."""
     checkpoint_dir = Path(checkpoint_dir)
     if (checkpoint_dir / "model.safetensors").is_file():
         from safetensors.torch import load_file
@@ -209,17 +209,19 @@ def consolidated_state_dict(checkpoint_dir: str | Path) -> dict[str, torch.Tenso
     if (checkpoint_dir / "pytorch_model").is_dir():  # DeepSpeed engine checkpoint (accelerate's tag)
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
         return dict(get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag="pytorch_model"))
-    dcp_dirs = sorted(checkpoint_dir.glob("pytorch_model_fsdp_*"))
+    dcp_dirs = sorted(checkpoint_dir.glob("model_optimizer")) or sorted(checkpoint_dir.glob("pytorch_model_fsdp_*"))
     if dcp_dirs and dcp_dirs[0].is_dir():  # FSDP sharded state dict, torch.distributed.checkpoint format
         from torch.distributed.checkpoint import FileSystemReader
         from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
         from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
         state: dict = {}
+        # Only the model's entries: a TP/async checkpoint (training.distributed_checkpoint) also holds the optimizer.
         _load_state_dict(state, storage_reader=FileSystemReader(str(dcp_dirs[0])),
-                         planner=_EmptyStateDictLoadPlanner(), no_dist=True)
+                         planner=_EmptyStateDictLoadPlanner(keys={"model"}), no_dist=True)
         return state.get("model", state)
     raise FileNotFoundError(f"No model weights found in {checkpoint_dir} (expected model.safetensors, a DeepSpeed "
-                            f"'pytorch_model' folder or an FSDP 'pytorch_model_fsdp_0' folder).")
+                            f"'pytorch_model' folder, an FSDP 'pytorch_model_fsdp_0' folder or a DCP "
+                            f"'model_optimizer' folder).")
 
 
 def consolidate_checkpoint(checkpoint_dir: str | Path, output_dir: str | Path, max_shard_size: str = "5GB") -> Path:

@@ -54,8 +54,11 @@ def build_optimizer(model: nn.Module, learning_rate: float, weight_decay: float 
     # The fused kernel (CPU and CUDA) does the whole update in one pass over each tensor: faster than the default
     # per-parameter loop on CPU, same maths.
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for g in groups for p in g["params"])
+    # A multi-tensor kernel cannot take DTensors and plain tensors together (tensor parallel without sequence
+    # parallel keeps the norm gains plain): such a model gets the per-parameter loop.
+    mixed = len({hasattr(p, "device_mesh") for g in groups for p in g["params"]}) > 1
     return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, weight_decay=weight_decay,
-                             fused=fused or None)
+                             fused=(fused and not mixed) or None, foreach=False if mixed else None)
 
 
 def lr_multiplier(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.1) -> float:

@@ -15,8 +15,10 @@ checkpoint is the same on every rank.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -37,6 +39,7 @@ from .heldout import evaluate_batches, token_byte_lengths, unigram_counts, unigr
 from .metrics import MetricsLogger, model_flops_utilization, read_metrics
 from .model_card import write_model_card
 from .optimizer import build_optimizer, build_scheduler
+from .parallel import configured_mesh
 from .run_config import RunConfig, available_presets, load_run_config
 from .topology import topology_info
 
@@ -50,7 +53,7 @@ RESUMABLE_CHANGES = frozenset({
     "output_dir", "log_steps", "save_steps", "keep_checkpoints", "tensorboard", "max_shard_size", "eval_batch_size",
     "eval_max_batches", "sample_prompt", "sample_tokens", "max_nonfinite_steps", "tokenizer_workers", "peak_tflops",
     "tokenizer_max_documents",  # the tokenizer trained at the start is reused on resume, never retrained
-    "compile", "attn_implementation", "activation_checkpointing", "max_steps"})
+    "compile", "attn_implementation", "activation_checkpointing", "max_steps", "sequence_parallel"})
 
 
 class NonFiniteLossError(RuntimeError):
@@ -176,6 +179,26 @@ def _uses_deepspeed(accelerator) -> bool:
     return accelerator.distributed_type == DistributedType.DEEPSPEED
 
 
+def _clip_gradients(accelerator, model, max_norm: float, tensor_parallel: bool):
+    """The global gradient norm, clipped to `max_norm` (TP models hold DTensors on several meshes)."""
+    if tensor_parallel:
+        from .parallel import clip_grad_norm_
+        return clip_grad_norm_(model.parameters(), max_norm)
+    return accelerator.clip_grad_norm_(model.parameters(), max_norm)
+
+
+def _dcp_checkpointer(run: RunConfig, mesh_shape, accelerator, model, optimizer):
+    """A DCP checkpointer for TP runs and `async_checkpoint` runs; None for Accelerate's own `save_state`."""
+    if mesh_shape.tp == 1 and not run.async_checkpoint:
+        return None
+    if _uses_deepspeed(accelerator):
+        raise ValueError("async_checkpoint is not supported under DeepSpeed (its engine writes its own "
+                         "checkpoints); use FSDP2 (training/configs/cpu-fsdp.yaml) or set async_checkpoint: false.")
+    from .distributed_checkpoint import DistributedCheckpointer
+    return DistributedCheckpointer(accelerator, model, getattr(optimizer, "optimizer", optimizer),
+                                   run.async_checkpoint)
+
+
 def _step_values(accelerator, losses: torch.Tensor, grad_norm,
                  stop_requested: bool) -> tuple[float, bool, float | None, bool]:
     """(mean loss, whether every loss was finite, gradient norm, whether any process got a signal) in one host sync.
@@ -269,8 +292,11 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
     if checkpoint is not None:
         check_resumed_config(run, saved_run_config(checkpoint), checkpoint)
     output_dir.mkdir(parents=True, exist_ok=True)
+    # Before the Accelerator: a TP run takes itself off Accelerate's ND-parallel path (training/parallel.py).
+    mesh_shape = configured_mesh(run.tensor_parallel, int(os.environ.get("WORLD_SIZE", "1")))
     world_size = configured_distribution()["world_size"]
-    accumulation = run.resolved_accumulation(world_size)
+    dp_size = world_size // mesh_shape.tp  # data-parallel ranks; the TP ranks of one group share a batch
+    accumulation = run.resolved_accumulation(dp_size)
     warmup = run.resolved_warmup_steps()
     accelerator = build_accelerator(accumulation, run.mixed_precision, run.micro_batch_size, run.max_grad_norm,
                                     project_dir=str(output_dir), log_with=["tensorboard"] if run.tensorboard else None)
@@ -280,6 +306,7 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
     from accelerate.utils import set_seed
     set_seed(run.seed)
     rank, say = accelerator.process_index, accelerator.print
+    dp_rank = rank // mesh_shape.tp
 
     mixture = load_mixture(resolve_mixture_path(run.mixture))
     tokenizer, tokenizer_dir = prepare_tokenizer(run, mixture, output_dir, accelerator)
@@ -292,9 +319,14 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
         warnings.warn(advice)
     if run.compile:
         model.compile()  # in place: keeps the module (and its save_pretrained) intact
+    if mesh_shape.tp > 1:  # TP (+SP) x FSDP2 applied here, not by Accelerate (see training/parallel.py)
+        from .parallel import parallelize
+        parallelize(model, mesh_shape, run.sequence_parallel, accelerator.device.type, run.mixed_precision)
     optimizer = build_optimizer(model, run.learning_rate, run.weight_decay, (run.adam_beta1, run.adam_beta2),
                                 run.adam_eps)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    if mesh_shape.tp == 1:
+        model, optimizer = accelerator.prepare(model, optimizer)
+    checkpointer = _dcp_checkpointer(run, mesh_shape, accelerator, model, optimizer)
     # Not passed through prepare: Accelerate would step it once per process per update (see optimizer.py).
     scheduler = build_scheduler(optimizer, warmup, run.max_steps, run.min_lr_ratio)
     stream = PackedStream(mixture, tokenizer, seq_len=run.seq_len, seed=run.seed, split="train",
@@ -304,7 +336,7 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
     # The logging window's loss sum survives a resume, so the first point logged after it is the uninterrupted one.
     window_loss, window_steps = 0.0, 0
     if checkpoint is not None:
-        state = load_checkpoint(accelerator, checkpoint)
+        state = checkpointer.load(checkpoint) if checkpointer else load_checkpoint(accelerator, checkpoint)
         step, tokens_seen = state["step"], state["tokens_seen"]
         nonfinite_in_a_row = state.get("nonfinite_in_a_row", 0)
         window_loss, window_steps = state.get("window_loss", 0.0), state.get("window_steps", 0)
@@ -320,12 +352,13 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
 
     info = run_info(accelerator, model, run_config=run.to_dict(), parameters=n_params, accumulation=accumulation,
                     warmup_steps=warmup, resumed_from=str(checkpoint) if checkpoint else None,
+                    async_checkpoint=run.async_checkpoint,
                     **topology_info(accelerator, model))  # nodes, processes per node, mesh: as the run finds them
     if accelerator.is_main_process:
         write_run_info(output_dir / "run_info.json", info)
     logger = MetricsLogger(accelerator, output_dir, run.max_steps, start_step=step, use_tracker=run.tensorboard,
                            tracker_config=run.to_dict())
-    tokens_per_step = run.micro_batch_size * run.seq_len * world_size * accumulation
+    tokens_per_step = run.micro_batch_size * run.seq_len * dp_size * accumulation
     flops_token = flops_per_token(model_config, run.seq_len)
     peak = run.peak_tflops * 1e12 if run.peak_tflops else peak_flops(accelerator.device)
     micro = run.micro_batch_size
@@ -346,8 +379,8 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
         lr = scheduler.get_last_lr()[0]
         losses, skipped = [], False
         for _ in range(accumulation):
-            global_batch = stream.next_batch(micro * world_size)  # identical on every rank
-            batch = global_batch[rank * micro:(rank + 1) * micro].to(accelerator.device)
+            global_batch = stream.next_batch(micro * dp_size)  # identical on every rank
+            batch = global_batch[dp_rank * micro:(dp_rank + 1) * micro].to(accelerator.device)
             with accelerator.accumulate(model):
                 loss = compute_loss(model, batch)
                 if early_checks and (skipped or not _all_finite(accelerator, loss)):
@@ -355,7 +388,7 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
                 else:
                     accelerator.backward(loss)
             losses.append(loss.detach().float())
-        grad_norm = None if skipped else accelerator.clip_grad_norm_(model.parameters(), run.max_grad_norm)
+        grad_norm = None if skipped else _clip_gradients(accelerator, model, run.max_grad_norm, mesh_shape.tp > 1)
         step_loss, losses_finite, grad_norm, should_stop = _step_values(accelerator, torch.stack(losses), grad_norm,
                                                                         stop.requested is not None)
         # A non-finite gradient norm of a finite loss (overflow in backward) must not reach the weights either,
@@ -376,6 +409,8 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
                           f"limit {run.max_nonfinite_steps}).", RuntimeWarning, stacklevel=1)
             grad_norm = None
         else:
+            if checkpointer:
+                checkpointer.wait_for_staging()  # an async save may still be copying the state this step changes
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             nonfinite_in_a_row = 0
@@ -405,14 +440,17 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
                                      f"gradient norm (step {step}); lower the learning rate or use bf16 instead of "
                                      "fp16.")
         if (run.save_steps and step % run.save_steps == 0) or should_stop:
-            save_checkpoint(accelerator, output_dir, step, trainer_state(), run.keep_checkpoints,
-                            model_config=model_config, tokenizer_dir=tokenizer_dir)
+            save = checkpointer.save if checkpointer else functools.partial(save_checkpoint, accelerator)
+            save(output_dir, step, trainer_state(), run.keep_checkpoints, model_config=model_config,
+                 tokenizer_dir=tokenizer_dir)
         if should_stop:
             stopped_by = stop.requested or "signal"
             break
     stop.restore()
     logger.close()
     stream.close()  # tokenizer worker processes, if any
+    if checkpointer:
+        checkpointer.wait()  # the last checkpoint must be on disk (and published) before the run ends
     if stopped_by:
         say(f"Stopped by {stopped_by} at step {step}; checkpoint written to {output_dir}/checkpoint-{step}. "
             f"Resume with --resume.")
@@ -445,7 +483,11 @@ def finish(run, accelerator, model, model_config, tokenizer, tokenizer_dir, mixt
         heldout[source.name] = result
     sample = generate_sample(run, accelerator, unwrapped, tokenizer)
 
-    state_dict = accelerator.get_state_dict(model)  # collective: gathers ZeRO-3 / FSDP shards on the main process
+    if info["mesh"]["tp"] > 1:  # a model parallelised outside Accelerate (training/parallel.py)
+        from .distributed_checkpoint import full_model_state_dict
+        state_dict = full_model_state_dict(model)
+    else:
+        state_dict = accelerator.get_state_dict(model)  # collective: gathers ZeRO-3 / FSDP shards on the main process
     records = read_metrics(output_dir / "metrics.jsonl")
     summary = {
         "name": output_dir.name, "run_config": run.to_dict(), "model_config": model_config.to_diff_dict(),

@@ -68,6 +68,12 @@ class RunConfig:
     activation_checkpointing: str = "none"
     compile: bool = False
     peak_tflops: float | None = None
+    # Parallelism beyond data parallel (training/parallel.py): tensor-parallel degree (null = the accelerate config's
+    # parallelism_config_tp_size, else 1), sequence parallelism in the norm/residual regions when tp > 1.
+    tensor_parallel: int | None = None
+    sequence_parallel: bool = True
+    # Write checkpoints in the background with torch.distributed.checkpoint (training/distributed_checkpoint.py).
+    async_checkpoint: bool = False
     # Bookkeeping.
     seed: int = 0
     output_dir: str = "runs/llama-paper-demo"
@@ -99,7 +105,7 @@ class RunConfig:
         if self.gradient_accumulation_steps is not None and self.batch_tokens is not None:
             raise ValueError("Set either gradient_accumulation_steps or batch_tokens, not both (one derives the other).")
         for name in ("gradient_accumulation_steps", "batch_tokens", "warmup_steps", "eval_max_batches",
-                     "tokenizer_max_documents"):
+                     "tokenizer_max_documents", "tensor_parallel"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < (0 if name == "warmup_steps" else 1)):
                 raise ValueError(f"RunConfig.{name} must be a positive integer or null, got {value!r}.")

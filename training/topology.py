@@ -17,12 +17,11 @@ import os
 
 import torch
 
+from .parallel import mesh_info
+
 # Launcher variables naming this process's node and the number of processes on it, in order of preference.
 NODE_RANK_VARIABLES = ("GROUP_RANK", "CROSS_RANK", "NODE_RANK", "SLURM_NODEID")
 LOCAL_WORLD_VARIABLES = ("LOCAL_WORLD_SIZE", "LOCAL_SIZE")
-# Mesh dimension names of the engines (transformers' DistributedConfig says "fsdp", Accelerate "dp_shard_cp").
-_MESH_ALIASES = {"fsdp": "dp_shard", "dp_shard_cp": "dp_shard", "dp_shard": "dp_shard", "shard": "dp_shard",
-                 "dp_replicate": "dp_replicate", "replicate": "dp_replicate", "tp": "tp"}
 
 
 def _first_int(names: tuple[str, ...], default: int) -> int:
@@ -67,32 +66,6 @@ def nodes_from_table(table: list[tuple[int, int, int]]) -> tuple[int, list[int]]
     return len(counts), counts
 
 
-def parallel_mesh(accelerator, model: torch.nn.Module | None) -> dict[str, int]:
-    """{"dp_replicate", "dp_shard", "tp"} sizes as the prepared model/engine is sharded; product = world size."""
-    from accelerate.utils import DistributedType
-
-    world = accelerator.num_processes
-    mesh = {"dp_replicate": 1, "dp_shard": 1, "tp": 1}
-    device_mesh = next((p.device_mesh for p in (model.parameters() if model is not None else ())
-                        if hasattr(p, "device_mesh")), None)
-    if device_mesh is not None:  # FSDP2 / tensor parallel: the DTensors' own mesh
-        names = device_mesh.mesh_dim_names or ("dp_shard",) * device_mesh.ndim
-        for name, size in zip(names, device_mesh.mesh.shape, strict=True):
-            key = _MESH_ALIASES.get(name)
-            if key is not None:
-                mesh[key] *= int(size)
-    elif accelerator.distributed_type == DistributedType.DEEPSPEED:
-        mesh["dp_shard"] = world  # ZeRO partitions (stage 1: optimizer, 2: + gradients, 3: + parameters) over all
-    else:
-        mesh["dp_replicate"] = world  # DDP (or one process)
-    covered = mesh["dp_replicate"] * mesh["dp_shard"] * mesh["tp"]
-    if covered < world and device_mesh is not None:
-        mesh["dp_replicate"] *= world // covered  # e.g. HSDP's outer replicas when the mesh names only the shard dim
-    if mesh["dp_replicate"] * mesh["dp_shard"] * mesh["tp"] != world:
-        raise RuntimeError(f"The mesh {mesh} does not cover the {world} processes of the run.")
-    return mesh
-
-
 def topology_info(accelerator, model: torch.nn.Module | None = None) -> dict:
     """run_info.json's topology fields, from the gathered launch table and the prepared model (collective)."""
     table = node_table(accelerator)
@@ -100,9 +73,9 @@ def topology_info(accelerator, model: torch.nn.Module | None = None) -> dict:
     return {"num_nodes": num_nodes,
             "processes_per_node": per_node[0] if len(set(per_node)) == 1 else per_node,
             "node_ranks": [node for node, _, _ in table],  # global rank -> node
-            "mesh": parallel_mesh(accelerator, model),
+            "mesh": mesh_info(accelerator, model),  # read back from the parameters (training.parallel)
             # torchrun's count of this node's restarts (--max-restarts); per node, not a global attempt id
             "elastic_restart_count": _first_int(("TORCHELASTIC_RESTART_COUNT",), 0)}
 
 
-__all__ = ["local_placement", "node_table", "nodes_from_table", "parallel_mesh", "topology_info"]
+__all__ = ["local_placement", "node_table", "nodes_from_table", "topology_info"]
