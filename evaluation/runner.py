@@ -20,6 +20,7 @@ from .sandbox import code_execution_allowed, run_program
 from .scoring import mean_and_stderr, multiple_choice_metrics
 from .tasks import PROGRAMS, get_task, resolve_tasks
 from .tasks.base import Task
+from .throughput import Meter
 
 
 def _prompts(task: Task, docs: list[dict], k: int, data_dir: str | None, seed: int) -> list[list[str]]:
@@ -147,6 +148,8 @@ def evaluate_task(adapter: CausalLMAdapter, name: str, protocol: str = "harness"
         raise PermissionError(f"task {name!r} runs model-generated code; pass --allow-code-execution (or set "
                               "HF_ALLOW_CODE_EVAL=1) to allow it. Programs run in a resource-limited sandbox.")
     start = time.perf_counter()
+    if hasattr(adapter, "meter"):
+        adapter.meter = Meter()  # this task's requests/s, tokens/s and cache hits
     docs = data.load_docs(task, data_dir)
     docs = docs[:limit] if limit is not None else docs
     if not docs:
@@ -173,6 +176,8 @@ def evaluate_task(adapter: CausalLMAdapter, name: str, protocol: str = "harness"
         s.update(task=name, doc_id=i)
     result = {"metrics": metrics, "protocol": protocol, "num_fewshot": k, "n": len(docs),
               "wall_time_s": time.perf_counter() - start}
+    if hasattr(adapter, "meter"):
+        result["throughput"] = adapter.meter.as_dict()
     return result, samples
 
 
