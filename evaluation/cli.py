@@ -176,7 +176,7 @@ def _evaluate_and_write(args: argparse.Namespace, tasks: list[str], world: Any, 
         return 0
     report["config"].update(batch_size=args.batch_size, dtype=args.dtype, seed=args.seed, tasks=tasks,
                             num_processes=world.size, tensor_parallel=args.tensor_parallel,
-                            device_map=args.device_map, max_memory=args.max_memory)
+                            device_map=args.device_map, max_memory=args.max_memory, placement=adapter.placement())
     throughput = [r["throughput"] for r in report["results"].values()]
     cached, total = sum(t["cached_requests"] for t in throughput), sum(t["requests"] for t in throughput)
     if args.cache:

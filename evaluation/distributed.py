@@ -108,9 +108,13 @@ class RunStats:
         self.tokens += other.tokens
 
 
-def _maybe_kill(done: int) -> None:
+_written = [0]  # requests this process has committed to the cache, over all calls (for the test hook)
+
+
+def _maybe_kill(n: int) -> None:
+    _written[0] += n
     limit = os.environ.get(KILL_AFTER_ENV)
-    if limit and done >= int(limit):
+    if limit and _written[0] >= int(limit):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -129,7 +133,7 @@ def run_batches(world: World, batches: Sequence[B], *, keys: Callable[[B], list[
     if hasattr(progress, "set_total"):
         progress.set_total(sum(len(keys(b)) for b, r in zip(batches, owner) if r == world.dp_rank))
     mine: dict[Hashable, Any] = {}
-    stats, written = RunStats(), 0
+    stats = RunStats()
     for batch, rank in zip(batches, owner):
         if rank != world.dp_rank:
             continue
@@ -147,8 +151,7 @@ def run_batches(world: World, batches: Sequence[B], *, keys: Callable[[B], list[
             stats.tokens += n_tokens
             if cache is not None and world.writes_cache:
                 cache.put_many(kind, results)
-                written += len(results)
-                _maybe_kill(written)
+                _maybe_kill(len(results))
         if progress:
             progress(len(batch_keys), n_tokens)
     merged: dict[Hashable, Any] = {}

@@ -84,6 +84,14 @@ class CausalLMAdapter:
         """Where input ids go."""
         return input_device(self.model)
 
+    def placement(self) -> dict[str, Any]:
+        """Where the model lives: its device map (if spread) and how many parameters are tensor-parallel shards."""
+        from torch.distributed.tensor import DTensor
+
+        device_map = getattr(self.model, "hf_device_map", None)
+        return {"device_map": {k: str(v) for k, v in device_map.items()} if device_map else None,
+                "sharded_parameters": sum(isinstance(p, DTensor) for p in self.model.parameters())}
+
     def enable_cache(self, folder: str, protocol: str) -> RequestCache:
         """Read and write results in the request cache at `folder`, scoped to this model and `protocol`."""
         from .fingerprint import local_folder, model_fingerprint
