@@ -270,10 +270,12 @@ class CausalLMAdapter:
     def generate_until(self, requests: list[tuple[str, dict[str, Any]]]) -> list[list[str]]:
         """Completions of each context, cut at the first stop string; `n` samples per request (default 1)."""
         batches = self._plan_generation(requests)
+
+        def cost(b: GenBatch) -> int:  # prompt tokens plus the most tokens the samples may generate
+            return b.prompt_tokens + len(b.contexts) * b.n * int(b.kwargs.get("max_gen_toks", DEFAULT_MAX_GEN_TOKS))
+
         results = self._run(batches, "generate_until", "generate_until", keys=self._sample_keys,
-                            compute=self._generate, tokens=self._generated_tokens,
-                            cost=lambda b: b.prompt_tokens + len(b.contexts) * b.n * int(b.kwargs.get("max_gen_toks",
-                                                                                                   DEFAULT_MAX_GEN_TOKS)))
+                            compute=self._generate, tokens=self._generated_tokens, cost=cost)
         out = []
         for context, kwargs in requests:
             settings = json.dumps({k: v for k, v in kwargs.items() if k != "n"}, sort_keys=True, default=str)
