@@ -185,3 +185,39 @@ def test_tensor_parallel_two_processes_gives_single_device_numbers(tiny_model_di
     for got, want in zip(samples, ref, strict=True):  # sharded matmuls add in another order: ~1e-7 relative
         assert got["loglikelihoods"] == pytest.approx(want["loglikelihoods"], rel=1e-5)
         assert got["prediction"] == want["prediction"] and got["metrics"] == want["metrics"]
+
+
+def test_programs_are_shared_out_over_ranks(monkeypatch):
+    from evaluation import runner
+    from evaluation.distributed import RunStats, World
+
+    parts: dict[int, tuple] = {}
+
+    class TwoRanks(World):  # the exchange of two processes, simulated in one: rank 1 runs first, then rank 0
+        def all_gather(self, obj):
+            parts[self.rank] = obj
+            return [parts.get(r, ({}, RunStats())) for r in range(self.size)]
+
+    executed: list[str] = []
+    real = runner.run_program
+    monkeypatch.setattr(runner, "run_program", lambda text, timeout: executed.append(text) or real(text, timeout=timeout))
+    programs = {(i, "c"): f"assert {i} % 3 != 0" for i in range(5)}
+    runner._run_programs(TwoRanks(rank=1, size=2), programs, timeout=10)
+    on_rank1 = len(executed)
+    verdicts = runner._run_programs(TwoRanks(rank=0, size=2), programs, timeout=10)
+    assert 0 < on_rank1 < 5 and len(executed) == 5  # each program ran once, on one rank
+    assert verdicts == {(i, "c"): i % 3 != 0 for i in range(5)}
+
+
+def test_bad_scale_flags_are_clear_errors(tiny_model_dir, tmp_path, capsys):
+    from evaluation.cli import parse_max_memory
+
+    assert parse_max_memory("0=20GiB, cpu=60GiB") == {0: "20GiB", "cpu": "60GiB"}
+    base = ["eval", "--model", str(tiny_model_dir), "--tasks", "piqa", "--data-dir", str(EVAL_DATA), "--limit", "1",
+            "--no-progress", "--output", str(tmp_path / "r.json")]
+    assert main([*base, "--max-memory", "20GiB"]) == 2
+    assert "expected DEVICE=SIZE" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main([*base, "--cache", str(tmp_path / "file")]) == 2
+    assert "is a file; pass a folder" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
