@@ -71,13 +71,17 @@ def test_assign_balances_costs_longest_first():
 
 def test_two_processes_equal_one(tiny_model_dir, reference, tmp_path):
     # llama-paper eval --num-processes 2 launches `accelerate launch -m evaluation` (torchrun, gloo on CPU).
+    cache = tmp_path / "cache"
     code = subprocess.run([sys.executable, "-m", "evaluation", "--model", str(tiny_model_dir), *FLAGS,
-                           "--num-processes", "2", *_outputs(tmp_path)], env=_env(), cwd=ROOT).returncode
+                           "--num-processes", "2", "--cache", str(cache), *_outputs(tmp_path)],
+                          env=_env(), cwd=ROOT).returncode
     assert code == 0
     report, samples = _read(tmp_path)
     assert report["config"]["num_processes"] == 2
     _assert_same_results(report, samples, *reference)
     assert report["results"]["piqa"]["throughput"]["computed_requests"] == 6  # 3 documents x 2 choices, once each
+    with sqlite3.connect(cache / "requests.sqlite") as db:  # both processes wrote their shares to one cache
+        assert db.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == report["cache"]["requests"] == 9
 
 
 def test_two_nodes_equal_one(tiny_model_dir, reference, tmp_path):
