@@ -61,8 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-memory", default=None, help="with --device-map: per-device limits, e.g. '0=20GiB,cpu=60GiB'")
     p.add_argument("--offload-folder", default=None, help="with --device-map: where layers offloaded to disk go")
     p.add_argument("--tensor-parallel", type=int, default=1,
-                   help="shard every layer over N processes (transformers' DistributedConfig; run under torchrun, "
-                        "or let --num-processes launch N)")
+                   help="shard every layer over N processes (transformers' DistributedConfig); under torchrun with "
+                        "N processes, or launched by llama-paper eval itself")
     p.set_defaults(func=run)
 
 
