@@ -66,7 +66,7 @@ def generate_batch(adapter: "CausalLMAdapter", contexts: list[str], kwargs: dict
     gen_kwargs: dict[str, Any] = {"do_sample": sample, "num_return_sequences": n}
     if sample:  # plain temperature sampling: no top-k/top-p truncation unless asked for
         gen_kwargs.update(temperature=temperature or 1.0, top_k=kwargs.get("top_k", 0), top_p=kwargs.get("top_p", 1.0))
-    device = next(adapter.model.parameters()).device
+    device = adapter.device  # the first module of a device map (its parameters may sit on disk)
     out = adapter.model.generate(
         input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_gen,
         stopping_criteria=StoppingCriteriaList([StopOnStrings(tok, stops, width)]),

@@ -70,12 +70,12 @@ class PrefixScorer:
 
     @property
     def device(self) -> torch.device:
-        """Where inputs go: the device of the first parameter."""
-        return next(self.model.parameters()).device
+        """Where inputs go (see `input_device`)."""
+        return input_device(self.model)
 
-    def score(self, requests: list[tuple[list[int], list[int]]],
-              progress: Callable[[int], None] | None = None) -> list[tuple[float, bool]]:
-        """`(sum of log p(cont | ctx), all continuation tokens greedy)` per request, in request order."""
+    def plan(self, requests: list[tuple[list[int], list[int]]]) -> tuple[list[tuple], list[list[_Group]]]:
+        """(one key per request, the batches of groups that compute them); deterministic in the request list, so
+        any process that plans the same requests gets the same batches (and so the same floating-point results)."""
         groups: dict[tuple[int, ...], _Group] = {}
         keys = []
         for ctx, cont in requests:
@@ -90,11 +90,23 @@ class PrefixScorer:
                 group.rows.append((step, tuple(cont)))
         # Longest first (as lm-eval), so the first batch shows the peak memory.
         ordered = sorted(groups.values(), key=lambda g: -(len(g.prefix) + max(len(s) for s, _ in g.rows)))
+        return keys, list(self._batches(ordered))
+
+    def run_batch(self, batch: list[_Group]) -> dict[tuple, tuple[float, bool]]:
+        """Scores of one planned batch, by request key."""
+        results = {}
+        for g, res in zip(batch, self._score_batch(batch)):
+            for (step, cont), r in zip(g.rows, res):
+                results[(g.prefix, step, cont)] = r
+        return results
+
+    def score(self, requests: list[tuple[list[int], list[int]]],
+              progress: Callable[[int], None] | None = None) -> list[tuple[float, bool]]:
+        """`(sum of log p(cont | ctx), all continuation tokens greedy)` per request, in request order."""
+        keys, batches = self.plan(requests)
         results: dict[tuple, tuple[float, bool]] = {}
-        for batch in self._batches(ordered):
-            for (prefix, rows), res in zip(((g.prefix, g.rows) for g in batch), self._score_batch(batch)):
-                for (step, cont), r in zip(rows, res):
-                    results[(prefix, step, cont)] = r
+        for batch in batches:
+            results.update(self.run_batch(batch))
             if progress:
                 progress(sum(len(g.rows) for g in batch))
         return [results[k] for k in keys]
@@ -165,6 +177,18 @@ class PrefixScorer:
             greedy = bool((lp.argmax(-1) == tgt).all())
             out[row_group[r]].append((ll, greedy))
         return out
+
+
+def input_device(model: torch.nn.Module) -> torch.device:
+    """The device input ids go to: that of the first module of a `device_map` (disk offload executes on the CPU
+    here), else that of the first parameter."""
+    device_map = getattr(model, "hf_device_map", None)
+    if device_map:
+        first = next(iter(device_map.values()))
+        if isinstance(first, int):
+            return torch.device("cuda", first)
+        return torch.device("cpu" if first == "disk" else first)
+    return next(model.parameters()).device
 
 
 def _select_rows(cache, index: torch.Tensor):

@@ -14,12 +14,14 @@ from typing import Any
 
 from . import data
 from .answer_matching import majority_vote
+from .distributed import World, run_batches
 from .model_adapter import CausalLMAdapter
 from .pass_at_k import pass_at_k
 from .sandbox import code_execution_allowed, run_program
 from .scoring import mean_and_stderr, multiple_choice_metrics
 from .tasks import PROGRAMS, get_task, resolve_tasks
 from .tasks.base import Task
+from .throughput import Meter
 
 
 def _prompts(task: Task, docs: list[dict], k: int, data_dir: str | None, seed: int) -> list[list[str]]:
@@ -107,17 +109,29 @@ def _code(adapter: CausalLMAdapter, task: Task, docs: list[dict], contexts: list
         n = 1 if temperature is None else (num_samples or task.generation["n"])
         extra = {} if temperature is None else {"temperature": temperature, "do_sample": True, "n": n}
         outs = adapter.generate_until([(p, _generation_kwargs(task, **extra)) for p in prompts])
+        # identical samples of a document are executed once; with several processes each runs its share
+        programs = {(i, c): program(doc, c) + "\n" + task.doc_to_target(doc)
+                    for i, (doc, completions) in enumerate(zip(docs, outs)) for c in dict.fromkeys(completions)}
+        verdict = _run_programs(getattr(adapter, "world", None), programs, timeout)
         for i, (doc, completions) in enumerate(zip(docs, outs)):
-            verdict: dict[str, bool] = {}  # identical samples are executed once
-            for c in dict.fromkeys(completions):
-                verdict[c] = run_program(program(doc, c) + "\n" + task.doc_to_target(doc), timeout=timeout).passed
-            passed = [verdict[c] for c in completions]
+            passed = [verdict[(i, c)] for c in completions]
             tag = "greedy" if temperature is None else f"T={temperature}"
             samples[i]["completions"][tag], samples[i]["passed"][tag] = completions, passed
             for k in ks:
                 if k <= n:
                     per_doc[i][f"pass@{k}"] = pass_at_k(n, sum(passed), k)
     return per_doc, samples
+
+
+def _run_programs(world: World | None, programs: dict[tuple, str], timeout: float) -> dict[tuple, bool]:
+    """Whether each program passed; with several processes the programs are shared out and the verdicts gathered."""
+    if world is None or world.dp_size == 1:
+        return {key: run_program(text, timeout=timeout).passed for key, text in programs.items()}
+    keys = list(programs)
+    batches = [[k] for k in keys]
+    verdicts, _ = run_batches(world, batches, keys=lambda b: b, cost=lambda b: 1.0, tokens=lambda b, r: 0,
+                              compute=lambda b: {b[0]: run_program(programs[b[0]], timeout=timeout).passed})
+    return verdicts
 
 
 def _rolling(adapter: CausalLMAdapter, task: Task, docs: list[dict]):
@@ -147,6 +161,8 @@ def evaluate_task(adapter: CausalLMAdapter, name: str, protocol: str = "harness"
         raise PermissionError(f"task {name!r} runs model-generated code; pass --allow-code-execution (or set "
                               "HF_ALLOW_CODE_EVAL=1) to allow it. Programs run in a resource-limited sandbox.")
     start = time.perf_counter()
+    if hasattr(adapter, "meter"):
+        adapter.meter = Meter()  # this task's requests/s, tokens/s and cache hits
     docs = data.load_docs(task, data_dir)
     docs = docs[:limit] if limit is not None else docs
     if not docs:
@@ -173,6 +189,8 @@ def evaluate_task(adapter: CausalLMAdapter, name: str, protocol: str = "harness"
         s.update(task=name, doc_id=i)
     result = {"metrics": metrics, "protocol": protocol, "num_fewshot": k, "n": len(docs),
               "dataset": dataset_info(task), "wall_time_s": time.perf_counter() - start}
+    if hasattr(adapter, "meter"):
+        result["throughput"] = adapter.meter.as_dict()
     return result, samples
 
 
