@@ -141,6 +141,28 @@ def _empty_model(model_class, config, attn_implementation: str):
     return model
 
 
+def build_train_stream(run: RunConfig, mixture, tokenizer_dir: Path, tokenizer, output_dir: Path, accelerator,
+                       world_size: int):
+    """(mixture, training stream): memory-mapped token shards (prepared once into OUTPUT/data when
+    `run.prepare_data`, or named by the mixture's `tokens`), each rank reading only its rows; else `PackedStream`."""
+    from .data import PackedStream
+    from .data.token_shards import TokenShardStream, token_sources
+
+    if run.prepare_data:
+        from .data.pipeline.mixture_shards import prepare_mixture_shards
+        if accelerator.is_main_process:  # the pipeline skips completed tasks: a resumed run finds them done
+            prepare_mixture_shards(mixture, tokenizer_dir, output_dir / "data", tasks=2)
+        accelerator.wait_for_everyone()
+        shards = {s.name: (output_dir / "data" / "tokens" / s.name, s.weight) for s in mixture.sources if s.weight > 0}
+    else:
+        shards = token_sources(mixture)
+    if shards:
+        return mixture, TokenShardStream(shards, run.seq_len, seed=run.seed, rank=accelerator.process_index,
+                                         world_size=world_size)
+    return mixture, PackedStream(mixture, tokenizer, seq_len=run.seq_len, seed=run.seed, split="train",
+                                 num_proc=run.tokenizer_workers)
+
+
 def compute_loss(model, batch: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy of a packed batch (every position is a real token: no padding)."""
     return model(input_ids=batch, labels=batch, use_cache=False).loss
@@ -256,7 +278,8 @@ def check_not_finished(output_dir: Path, max_steps: int) -> None:
 def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool = False) -> dict:
     """Run (or resume) pre-training; returns the run summary (also written to OUTPUT/summary.json)."""
     from modeling_llama.flops import count_parameters, flops_per_token
-    from .data import PackedStream, load_mixture
+    from .data import load_mixture
+    from .data.token_shards import next_rank_batch
     from .hardware import peak_flops
 
     started = time.perf_counter()
@@ -296,8 +319,7 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
     model, optimizer = accelerator.prepare(model, optimizer)
     # Not passed through prepare: Accelerate would step it once per process per update (see optimizer.py).
     scheduler = build_scheduler(optimizer, warmup, run.max_steps, run.min_lr_ratio)
-    stream = PackedStream(mixture, tokenizer, seq_len=run.seq_len, seed=run.seed, split="train",
-                          num_proc=run.tokenizer_workers)
+    mixture, stream = build_train_stream(run, mixture, tokenizer_dir, tokenizer, output_dir, accelerator, world_size)
 
     step, tokens_seen, nonfinite_in_a_row = 0, 0, 0
     # The logging window's loss sum survives a resume, so the first point logged after it is the uninterrupted one.
@@ -344,8 +366,7 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
         lr = scheduler.get_last_lr()[0]
         losses, skipped = [], False
         for _ in range(accumulation):
-            global_batch = stream.next_batch(micro * world_size)  # identical on every rank
-            batch = global_batch[rank * micro:(rank + 1) * micro].to(accelerator.device)
+            batch = next_rank_batch(stream, micro, rank, world_size).to(accelerator.device)  # token shards: own rows
             with accelerator.accumulate(model):
                 loss = compute_loss(model, batch)
                 if early_checks and (skipped or not _all_finite(accelerator, loss)):
@@ -434,6 +455,8 @@ def finish(run, accelerator, model, model_config, tokenizer, tokenizer_dir, mixt
          for text in islice(mixture.iter_texts(split="train"), UNIGRAM_MAX_DOCUMENTS)), len(tokenizer))
     heldout = {}
     for source in mixture.sources:
+        if source.path is None and source.dataset is None:
+            continue  # a token-shard-only source has no text to hold out
         def batches(name=source.name):
             return PackedStream(mixture, tokenizer, seq_len=run.seq_len, seed=run.seed, split="validation",
                                 source=name).iter_batches(run.eval_batch_size)
