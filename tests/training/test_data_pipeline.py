@@ -5,6 +5,7 @@ the report's counts add up."""
 from __future__ import annotations
 
 import gzip
+import re
 import json
 import shutil
 from pathlib import Path
@@ -29,13 +30,14 @@ def build_models(folder: Path) -> None:
     train_ngram(positive, folder / "models" / "cc-v1.arpa")
 
 
-def sample_copy(tmp: Path) -> Path:
+def sample_copy(tmp: Path, models: bool = True) -> Path:
     """The sample folder (and the tokenizer the config points at) copied under `tmp`, models built."""
     folder = tmp / "data-pipeline"
     shutil.copytree(FIXTURE, folder)
     (tmp / "llama-tokenizer").mkdir()
     shutil.copy(TOKENIZER, tmp / "llama-tokenizer" / "tokenizer.model")
-    build_models(folder)
+    if models:
+        build_models(folder)
     return folder
 
 
@@ -188,3 +190,76 @@ def test_report_counts_add_up(prepared):
     assert "| Dataset | Sampling prop. | Epochs | Disk size |" in table and "| books | 4.5% |" in table
     mixture = (out / "mixture.yaml").read_text()
     assert "tokens: tokens/common_crawl" in mixture
+
+
+def _outputs(out: Path, sources: list[str]) -> dict:
+    """What a run produced: each source's kept texts and ids, dropped ids and its token shards' bytes."""
+    result = {}
+    for source in sources:
+        result[source] = {"docs": [(d["id"], d["text"]) for d in kept(out, source)],
+                          "dropped": sorted(dropped(out, source).items()),
+                          "tokens": [p.read_bytes() for p in sorted((out / "tokens" / source).glob("*.ds*"))]}
+    return result
+
+
+def test_killed_prepare_data_continues_to_the_uninterrupted_output(prepared, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder, reference = prepared
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "modeling_llama.cli", "prepare-data", "--config", str(folder / "sample.yaml"),
+               "--output-dir", str(out), "--tasks", "2", "--sources", "github,books"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    marker = out / "logs" / "github" / "exact_dedup_signatures" / "completions"
+    deadline = time.monotonic() + 300
+    while not (marker.is_dir() and any(marker.iterdir())) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)  # mid-chain: signatures done, dedup and books not
+    process.wait()
+    assert not (out / "tokens" / "books").exists() and not (out / "report.json").exists()
+    done_before = {p: p.stat().st_mtime_ns for p in (out / "logs" / "github" / "filter" / "completions").iterdir()}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # The completed tasks were skipped, not redone; the output equals the uninterrupted run's.
+    assert {p: p.stat().st_mtime_ns for p in done_before} == done_before
+    assert _outputs(out, ["github", "books"]) == _outputs(reference, ["github", "books"])
+    report = json.loads((out / "report.json").read_text())["sources"]
+    assert report["books"]["documents_in"] == 4 and report["github"]["documents_out"] == 2
+
+
+def test_slurm_job_scripts_carry_tasks_dependencies_and_commands(tmp_path):
+    from training.data.pipeline.config import load_data_config
+    from training.data.pipeline.executors import ExecutorOptions
+    from training.data.pipeline.prepare import prepare_data
+
+    folder = sample_copy(tmp_path, models=False)
+    out = tmp_path / "out"
+    options = ExecutorOptions(kind="slurm", partition="cpu", dry_run=True, env_command="source /opt/venv/bin/activate")
+    result = prepare_data(load_data_config(folder / "sample.yaml"), out, options, tasks=8, sources=["books"])
+    jobs = {}
+    for script in result["slurm_scripts"]:
+        name = re.search(r"#SBATCH --job-name=(\S+)", script["script"]).group(1)
+        if "launch_pickled_pipeline" in script["script"]:
+            jobs[name] = script
+    stages = ["filter", "minhash_signatures", "minhash_buckets", "minhash_cluster", "minhash_filter", "tokenize"]
+    assert list(jobs) == [f"paper_sample-books-{s}" for s in stages]  # submitted in dependency order
+    tasks = {"filter": 8, "minhash_signatures": 8, "minhash_buckets": 20, "minhash_cluster": 1, "minhash_filter": 8,
+             "tokenize": 8}
+    previous = None
+    for stage in stages:
+        job = jobs[f"paper_sample-books-{stage}"]
+        text = job["script"]
+        assert f"#SBATCH --array=0-{tasks[stage] - 1}\n" in text and "#SBATCH --partition=cpu" in text
+        assert "source /opt/venv/bin/activate" in text
+        pickled = out / "logs" / "books" / stage / "executor.pik"
+        assert f"launch_pickled_pipeline {pickled}" in text and pickled.is_file()
+        dependency = [a for a in job["args"] if a.startswith("--dependency=")]
+        assert dependency == ([] if previous is None else [f"--dependency=afterok:{previous}"])
+        previous = job["job_id"]
+    assert not (out / "docs").exists()  # nothing ran

@@ -41,9 +41,18 @@ def train_quality_classifier(positive: Iterable[str], negative: Iterable[str], o
     with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
         handle.flush()
-        # One thread and a fixed seed: the same texts give the same model file.
-        model = fasttext.train_supervised(handle.name, epoch=epoch, dim=dim, wordNgrams=word_ngrams, thread=1, bucket=bucket,
-                                          seed=seed, verbose=0)
+        # One thread and a fixed seed: the same texts give the same model file. fastText's SGD occasionally
+        # diverges ("Encountered NaN") on tiny corpora: retry with a halved learning rate.
+        lr = 0.1
+        for attempt in range(4):
+            try:
+                model = fasttext.train_supervised(handle.name, epoch=epoch, dim=dim, wordNgrams=word_ngrams, thread=1,
+                                                  bucket=bucket, lr=lr, seed=seed, verbose=0)
+                break
+            except RuntimeError as error:
+                if "NaN" not in str(error) or attempt == 3:
+                    raise
+                lr /= 2
     model.save_model(str(output))
     return output
 
