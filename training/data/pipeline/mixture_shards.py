@@ -46,7 +46,13 @@ def prepare_mixture_shards(mixture, tokenizer_dir: str | Path, output_dir: str |
     config = DataConfig(sources=[SourceSpec(name=s.name, kind="text", path=str(output_dir / "input" / s.name),
                                             glob="*.jsonl", weight=s.weight) for s in text_sources],
                         tokenizer=str(tokenizer_dir), name=f"{mixture.name}-shards")
-    prepare_data(config, output_dir, ExecutorOptions(workers=workers), tasks=tasks)
+    from loguru import logger  # datatrove's logger: its per-stage stats would swamp the training job's output
+
+    logger.disable("datatrove")
+    try:
+        prepare_data(config, output_dir, ExecutorOptions(workers=workers), tasks=tasks)
+    finally:
+        logger.enable("datatrove")
     tokens = {s.name: str((output_dir / "tokens" / s.name).resolve()) for s in text_sources}
     sources = [replace(s, tokens=tokens.get(s.name, s.tokens)) for s in mixture.sources]
     return type(mixture)(sources=sources, validation_fraction=mixture.validation_fraction, seed=mixture.seed,
