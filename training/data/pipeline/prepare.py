@@ -37,6 +37,10 @@ def prepare_data(config: DataConfig, output_dir: str | Path, options: ExecutorOp
     for source in selected_sources(config, sources):
         layout = Layout(output_dir, source.name)
         stages = source_stages(source, config, output_dir, tasks) if filter else []
+        docs = Path(layout.docs())
+        if not filter and "://" not in str(docs) and not (docs.is_dir() and any(docs.glob("*.jsonl*"))):
+            raise FileNotFoundError(f"No prepared documents of {source.name!r} in {docs}: run `llama-paper "
+                                    "prepare-data` (without --no-tokenize) or its filtering first.")
         if tokenize:
             stages.append(tokenize_stage(config, layout, tasks, tokenizer))
         if not stages:

@@ -104,7 +104,7 @@ def write_report(config: DataConfig, output_dir: str | Path, sources: list[str] 
     root = Path(output_dir)
     total = sum(s.weight for s in config.sources) or 1.0
     rows = {s.name: source_report(root, s.name, s.weight / total, train_tokens) for s in config.sources
-            if (root / "docs" / s.name).is_dir() or (root / "tokens" / s.name).is_dir()}
+            if any((root / "docs" / s.name).glob("*.jsonl*")) or any((root / "tokens" / s.name).glob("*.ds"))}
     report = {"name": config.name, "train_tokens": train_tokens, "sources": rows}
     (root / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     (root / "report.md").write_text(markdown_table(report))
