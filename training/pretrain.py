@@ -148,7 +148,15 @@ def build_train_stream(run: RunConfig, mixture, tokenizer_dir: Path, tokenizer, 
     from .data import PackedStream
     from .data.token_shards import TokenShardStream, token_sources
 
-    if run.prepare_data:
+    prepare = run.prepare_data
+    if prepare:
+        try:
+            import datatrove  # noqa: F401
+        except ImportError:
+            warnings.warn("prepare_data needs the data pipeline's packages (pip install 'llama-paper[data]'); "
+                          "tokenizing the mixture on the fly instead.", UserWarning, stacklevel=2)
+            prepare = False
+    if prepare:
         from .data.pipeline.mixture_shards import prepare_mixture_shards
         if accelerator.is_main_process:  # the pipeline skips completed tasks: a resumed run finds them done
             prepare_mixture_shards(mixture, tokenizer_dir, output_dir / "data", tasks=2)
