@@ -28,7 +28,7 @@ ABANDONED_PREFIX = "abandoned-checkpoint-"
 TRAINER_STATE = "trainer_state.json"
 _CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 # What a run leaves in its output folder besides checkpoints; config.json marks a final (or any other) model there.
-RUN_ARTIFACTS = ("tokenizer", "tensorboard", "metrics.jsonl", "run_info.json", "summary.json", "config.json")
+RUN_ARTIFACTS = ("tokenizer", "data", "tensorboard", "metrics.jsonl", "run_info.json", "summary.json", "config.json")
 # How damaged checkpoint files fail to load: missing files, bad JSON, truncated zip/pickle/safetensors.
 _DAMAGED = (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError)
 

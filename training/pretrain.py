@@ -145,6 +145,36 @@ def _empty_model(model_class, config, attn_implementation: str):
     return model
 
 
+def build_train_stream(run: RunConfig, mixture, tokenizer_dir: Path, tokenizer, output_dir: Path, accelerator,
+                       dp_rank: int, dp_size: int):
+    """(mixture, training stream): memory-mapped token shards (prepared once into OUTPUT/data when
+    `run.prepare_data`, or named by the mixture's `tokens`), each rank reading only its rows; else `PackedStream`."""
+    from .data import PackedStream
+    from .data.token_shards import TokenShardStream, token_sources
+
+    prepare = run.prepare_data
+    if prepare:
+        try:
+            import datatrove  # noqa: F401
+        except ImportError:
+            warnings.warn("prepare_data needs the data pipeline's packages (pip install 'llama-paper[data]'); "
+                          "tokenizing the mixture on the fly instead.", UserWarning, stacklevel=2)
+            prepare = False
+    if prepare:
+        from .data.pipeline.mixture_shards import prepare_mixture_shards
+        if accelerator.is_main_process:  # the pipeline skips completed tasks: a resumed run finds them done
+            prepare_mixture_shards(mixture, tokenizer_dir, output_dir / "data", tasks=2)
+        accelerator.wait_for_everyone()
+        shards = {s.name: (output_dir / "data" / "tokens" / s.name, s.weight) for s in mixture.sources if s.weight > 0}
+    else:
+        shards = token_sources(mixture)
+    if shards:
+        return mixture, TokenShardStream(shards, run.seq_len, seed=run.seed, rank=dp_rank,
+                                         world_size=dp_size)
+    return mixture, PackedStream(mixture, tokenizer, seq_len=run.seq_len, seed=run.seed, split="train",
+                                 num_proc=run.tokenizer_workers)
+
+
 def compute_loss(model, batch: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy of a packed batch (every position is a real token: no padding)."""
     return model(input_ids=batch, labels=batch, use_cache=False).loss
@@ -280,7 +310,8 @@ def check_not_finished(output_dir: Path, max_steps: int) -> None:
 def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool = False) -> dict:
     """Run (or resume) pre-training; returns the run summary (also written to OUTPUT/summary.json)."""
     from modeling_llama.flops import count_parameters, flops_per_token
-    from .data import PackedStream, load_mixture
+    from .data import load_mixture
+    from .data.token_shards import next_rank_batch
     from .hardware import peak_flops
 
     started = time.perf_counter()
@@ -329,8 +360,8 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
     checkpointer = _dcp_checkpointer(run, mesh_shape, accelerator, model, optimizer)
     # Not passed through prepare: Accelerate would step it once per process per update (see optimizer.py).
     scheduler = build_scheduler(optimizer, warmup, run.max_steps, run.min_lr_ratio)
-    stream = PackedStream(mixture, tokenizer, seq_len=run.seq_len, seed=run.seed, split="train",
-                          num_proc=run.tokenizer_workers)
+    mixture, stream = build_train_stream(run, mixture, tokenizer_dir, tokenizer, output_dir, accelerator,
+                                          dp_rank, dp_size)
 
     step, tokens_seen, nonfinite_in_a_row = 0, 0, 0
     # The logging window's loss sum survives a resume, so the first point logged after it is the uninterrupted one.
@@ -379,8 +410,8 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
         lr = scheduler.get_last_lr()[0]
         losses, skipped = [], False
         for _ in range(accumulation):
-            global_batch = stream.next_batch(micro * dp_size)  # identical on every rank
-            batch = global_batch[dp_rank * micro:(dp_rank + 1) * micro].to(accelerator.device)
+            # token shards: this data-parallel rank's own rows (the TP ranks of a group share them)
+            batch = next_rank_batch(stream, micro, dp_rank, dp_size).to(accelerator.device)
             with accelerator.accumulate(model):
                 loss = compute_loss(model, batch)
                 if early_checks and (skipped or not _all_finite(accelerator, loss)):
@@ -474,6 +505,8 @@ def finish(run, accelerator, model, model_config, tokenizer, tokenizer_dir, mixt
          for text in islice(mixture.iter_texts(split="train"), UNIGRAM_MAX_DOCUMENTS)), len(tokenizer))
     heldout = {}
     for source in mixture.sources:
+        if source.path is None and source.dataset is None:
+            continue  # a token-shard-only source has no text to hold out
         def batches(name=source.name):
             return PackedStream(mixture, tokenizer, seq_len=run.seq_len, seed=run.seed, split="validation",
                                 source=name).iter_batches(run.eval_batch_size)

@@ -44,6 +44,9 @@ class RunConfig:
     tokenizer: str | None = None
     vocab_size: int = 4000
     seq_len: int = 256
+    # Tokenize the mixture once with the data pipeline (training.data.pipeline) into OUTPUT/data and train from the
+    # memory-mapped token shards; false: tokenize on the fly (PackedStream). Mixtures naming `tokens` always use shards.
+    prepare_data: bool = False
     tokenizer_workers: int = 1  # processes tokenizing the training stream (pays off on many cores: data.encoding)
     # A tokenizer trained in the run reads at most this many training documents (interleaved by the mixture's
     # weights): a streamed web-scale mixture must not be read whole before step 0. null = every document.

@@ -85,7 +85,7 @@ class MixtureConfig:
         seed = self.seed if seed is None else seed
         rng = np.random.default_rng([seed, 7])
         live = {s.name: self.reader(s.name).iter_documents(split, epoch=0, start=0, seed=seed)
-                for s in self.sources if s.weight > 0}
+                for s in self.sources if s.weight > 0 and (s.path is not None or s.dataset is not None)}
         weights = {s.name: s.weight for s in self.sources}
         while live:
             names = list(live)

@@ -55,13 +55,16 @@ class SourceConfig:
     shuffle: bool = True
     shuffle_buffer: int = 10_000  # streaming only
     validation_fraction: float | None = None  # None: the mixture's
+    tokens: str | None = None  # a folder of token shards (`llama-paper prepare-data`): training reads these
 
     def __post_init__(self) -> None:
         where = f"Source {self.name!r}"
         if not isinstance(self.name, str) or not self.name:
             raise ValueError("Every source needs a non-empty `name`.")
-        if (self.path is None) == (self.dataset is None):
-            raise ValueError(f"{where}: give exactly one of `path` (local files) or `dataset` (a Hub id).")
+        if self.path is not None and self.dataset is not None or (self.path is None and self.dataset is None
+                                                                   and self.tokens is None):
+            raise ValueError(f"{where}: give exactly one of `path` (local files) or `dataset` (a Hub id), and/or "
+                             "`tokens` (a folder of token shards).")
         if not isinstance(self.weight, (int, float)) or self.weight < 0:
             raise ValueError(f"{where}: `weight` must be a number >= 0, got {self.weight!r}.")
         if isinstance(self.cleaners, str):
