@@ -30,6 +30,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--num-samples", type=int, default=None, help="samples per problem for maj1@k / pass@k")
     p.add_argument("--allow-code-execution", action="store_true",
                    help="run generated programs (humaneval, mbpp) in the sandbox; also HF_ALLOW_CODE_EVAL=1")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the decode step of generation tasks (default: once a run has decoded "
+                        "2048 steps; compiling takes tens of seconds on a CPU)")
     p.add_argument("--output", required=True, help="results.json to write")
     p.add_argument("--log-samples", default=None, help="samples.jsonl to write (one line per document)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -65,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     try:
         adapter = CausalLMAdapter.from_pretrained(args.model, dtype=args.dtype, device=args.device, batch_size=batch,
-                                                  progress=not args.no_progress)
+                                                  progress=not args.no_progress, seed=args.seed,
+                                                  compile_generation=args.compile)
         report, samples = evaluate(adapter, tasks, args.protocol, num_fewshot=args.num_fewshot, limit=args.limit,
                                    data_dir=args.data_dir, fewshot_seed=args.seed,
                                    allow_code_execution=args.allow_code_execution, num_samples=args.num_samples)
