@@ -14,7 +14,7 @@ Three things the evaluation suite needs on top of that:
   function of (seed, prompt tokens, i, step), computed by integer hashing (`sample_noise`), not by a stateful RNG.
   Decoding sample i alone, or among other prompts and samples, gives the same tokens.
 
-The model code knows nothing of this: any causal LM whose forward accepts `past_key_values`, `position_ids`, a 4D
+The model code knows nothing of this: any causal LM whose forward accepts `cache`, `position_ids`, a 4D
 `attention_mask` and `logits_to_keep` works (ours and transformers' Llama); `supports_fast_decoding` says which.
 """
 
@@ -113,7 +113,7 @@ def forward_logits(model: torch.nn.Module, tokens: torch.Tensor, positions: torc
     cache.columns = columns
     eager = model.config._attn_implementation == "eager"
     mask = attention_mask(valid, columns, eager, next(model.parameters()).dtype)
-    out = model(input_ids=tokens, attention_mask=mask, position_ids=positions, past_key_values=cache,
+    out = model(input_ids=tokens, attention_mask=mask, position_ids=positions, cache=cache,
                 use_cache=True, logits_to_keep=1)
     return out.logits[:, -1].float()
 

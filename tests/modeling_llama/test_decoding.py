@@ -110,3 +110,15 @@ def test_gumbel_sampling_draws_from_the_softmax_within_top_p():
     nucleus = next_tokens(logits.expand(len(keys), -1), Sampling(temperature=0.7, top_p=0.8, seed=3), keys,
                           torch.tensor(0))
     assert set(nucleus.tolist()) == {0, 1}  # p = 0.73, 0.17, 0.09, ...: the smallest set holding 0.8 of the mass
+
+
+def test_transformers_llama_decodes_through_the_same_path():
+    """transformers' own LlamaForCausalLM (same weights) is driven too, and gives its generate() tokens."""
+    from modeling_llama.decoding import supports_fast_decoding
+
+    from .reference import reference_model
+
+    ref = reference_model(tiny(2))
+    batch = prompts((11, 7, 3))
+    assert supports_fast_decoding(ref)
+    assert [g[0] for g in generate_tokens(ref, batch, 8)] == reference_greedy(ref, batch, 8)
