@@ -227,8 +227,9 @@ def left_pad(prompts: list[list[int]], length: int, pad_id: int, device: torch.d
 
 @torch.inference_mode()
 def generate_tokens(model: torch.nn.Module, prompts: list[list[int]], max_new_tokens: int,
-                    sampling: Sampling = GREEDY, num_samples: int | list[int] = 1, *, eos_token_ids: tuple[int, ...] = (),
-                    stop: Callable[[list[int]], bool] | None = None, pad_token_id: int = 0, compile: bool | None = None,
+                    sampling: Sampling = GREEDY, num_samples: int | list[int] = 1, *,
+                    eos_token_ids: tuple[int, ...] = (), stop: Callable[[list[int]], bool] | None = None,
+                    pad_token_id: int = 0, compile: bool | None = None,
                     on_token: Callable[[list[int]], None] | None = None) -> list[list[list[int]]]:
     """New tokens for `num_samples` samples of each prompt: result[p][j] is the j-th requested sample of prompt p.
 
