@@ -1,4 +1,4 @@
-"""Batched generation with stop strings, as lm-eval's `HFLM.generate_until` does it.
+"""Batched generation with stop strings, as lm-eval's `HFLM.generate_until` does it (same completions, faster).
 
 Contexts are encoded with the tokenizer defaults (BOS), left-truncated to `max_length - max_gen_toks`, left-padded
 with an attention mask; generation stops per row once a stop string (the task's `until` plus the EOS text) appears
@@ -41,20 +41,74 @@ def cut_at_stops(text: str, stops: list[str]) -> str:
     return text
 
 
-@torch.no_grad()
-def generate_batch(adapter: "CausalLMAdapter", contexts: list[str], kwargs: dict[str, Any]) -> list[list[str]]:
-    """`n` completions per context (greedy unless `do_sample`/`temperature` > 0 ask for sampling)."""
-    tok = adapter.tokenizer
-    max_gen = int(kwargs.get("max_gen_toks", 256))
-    n = int(kwargs.get("n", 1))
+def _sampling(kwargs: dict[str, Any], seed: int) -> "Sampling":
+    from modeling_llama.decoding import GREEDY, Sampling
+
+    temperature = float(kwargs.get("temperature", 0.0) or 0.0)
+    if not (bool(kwargs.get("do_sample", False)) or temperature > 0):
+        return GREEDY
+    # plain temperature sampling: no top-k/top-p truncation unless asked for
+    return Sampling(temperature=temperature or 1.0, top_k=int(kwargs.get("top_k", 0) or 0),
+                    top_p=float(kwargs.get("top_p", 1.0) or 1.0), seed=seed)
+
+
+def encode_contexts(adapter: "CausalLMAdapter", contexts: list[str], max_gen: int) -> list[list[int]]:
+    """Context ids as lm-eval encodes them (tokenizer defaults), left-truncated to leave room for `max_gen`."""
+    max_ctx = adapter.max_length - max_gen
+    if max_ctx <= 0:
+        raise ValueError(f"max_gen_toks={max_gen} leaves no room for a context in {adapter.max_length} positions.")
+    return [adapter.tok_encode(c)[-max_ctx:] for c in contexts]
+
+
+def stop_strings(tok: Any, kwargs: dict[str, Any]) -> list[str]:
+    """The task's `until` strings plus the EOS text (lm-eval's stop list)."""
     eos_text = tok.decode([tok.eos_token_id], skip_special_tokens=False) if tok.eos_token_id is not None else None
     stops = list(kwargs.get("until", []))
     if eos_text and eos_text not in stops:
         stops.append(eos_text)
-    max_ctx = adapter.max_length - max_gen
-    if max_ctx <= 0:
-        raise ValueError(f"max_gen_toks={max_gen} leaves no room for a context in {adapter.max_length} positions.")
-    encoded = [adapter.tok_encode(c)[-max_ctx:] for c in contexts]
+    return stops
+
+
+@torch.no_grad()
+def generate_batch_fast(adapter: "CausalLMAdapter", contexts: list[str], kwargs: dict[str, Any],
+                        seed: int = 0, sample_indices: list[int] | None = None) -> list[list[str]]:
+    """`generate_batch` through `modeling_llama.decoding`: static KV cache, compiled decode step, one prefill shared
+    by a prompt's samples. Sample i of a context is a function of (seed, context tokens, i) only."""
+    from modeling_llama.decoding import generate_tokens
+
+    tok = adapter.tokenizer
+    max_gen = int(kwargs.get("max_gen_toks", 256))
+    stops = [s for s in stop_strings(tok, kwargs) if s]
+    samples = sample_indices if sample_indices is not None else int(kwargs.get("n", 1))
+    eos = adapter.model.generation_config.eos_token_id if hasattr(adapter.model, "generation_config") else None
+    eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else ((eos,) if eos is not None else ())
+
+    def stop(tokens: list[int]) -> bool:  # as StopOnStrings: look at the decoded tail of the continuation
+        text = tok.decode(tokens[-32:], skip_special_tokens=False)
+        return any(s in text for s in stops)
+
+    tokens = generate_tokens(adapter.model, encode_contexts(adapter, contexts, max_gen), max_gen,
+                             _sampling(kwargs, seed), samples, eos_token_ids=eos_ids, stop=stop if stops else None,
+                             pad_token_id=adapter.pad_token_id, compile=getattr(adapter, "compile_generation", None))
+    return [[cut_at_stops(tok.decode(t, skip_special_tokens=True), stops) for t in per_context]
+            for per_context in tokens]
+
+
+@torch.no_grad()
+def generate_batch(adapter: "CausalLMAdapter", contexts: list[str], kwargs: dict[str, Any]) -> list[list[str]]:
+    """`n` completions per context (greedy unless `do_sample`/`temperature` > 0 ask for sampling).
+
+    LLaMA-family models go through `generate_batch_fast`; any other model through transformers' generate().
+    """
+    from modeling_llama.decoding import supports_fast_decoding
+
+    if supports_fast_decoding(adapter.model):
+        return generate_batch_fast(adapter, contexts, kwargs, seed=int(getattr(adapter, "seed", 0) or 0))
+    tok = adapter.tokenizer
+    max_gen = int(kwargs.get("max_gen_toks", 256))
+    n = int(kwargs.get("n", 1))
+    stops = stop_strings(tok, kwargs)
+    encoded = encode_contexts(adapter, contexts, max_gen)
     width = max(len(e) for e in encoded)
     ids = torch.full((len(encoded), width), adapter.pad_token_id, dtype=torch.long)
     mask = torch.zeros_like(ids)

@@ -56,8 +56,11 @@ class CausalLMAdapter:
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, *, batch_size: int | str = "auto",
                  max_length: int | None = None, add_bos_token: bool | None = None, prefix_token_id: int | None = None,
-                 share_context: bool = True, progress: bool = True, name: str | None = None):
+                 share_context: bool = True, progress: bool = True, name: str | None = None, seed: int = 1234,
+                 compile_generation: bool | None = None):
         self.model = model.eval()
+        self.seed = seed  # sampled generations: sample i of a context is a function of (seed, context, i)
+        self.compile_generation = compile_generation  # None: compile the decode step once a run is long enough
         self.tokenizer = tokenizer
         self.max_length = max_length or resolve_max_length(getattr(model, "config", None), tokenizer)
         self.add_bos_token = add_bos_token
@@ -76,7 +79,6 @@ class CausalLMAdapter:
         self.world = World()  # set by the CLI when launched as several processes
         self.cache: RequestCache | None = None
         self.source: str | None = None  # the folder the model was loaded from (for the cache's fingerprint)
-        self.seed = 1234  # sampled generations: a batch's seed derives from this and the batch's requests
         self.meter = Meter()
 
     @property

@@ -35,11 +35,33 @@ def generate_text(
     top_p: float = 0.95,
     seed: int = 0,
     streamer=None,
+    compile: bool | None = None,
 ) -> str:
-    """Sample (or decode greedily when temperature == 0) a continuation of `prompt`; returns the new text."""
-    torch.manual_seed(seed)
+    """Sample (or decode greedily when temperature == 0) a continuation of `prompt`; returns the new text.
+
+    LLaMA-family models decode through `decoding.generate_tokens` (static KV cache; the decode step compiled when
+    `compile` is True, or with None once the process has decoded enough steps to repay it); others use generate().
+    """
+    from .decoding import Sampling, generate_tokens, supports_fast_decoding
+
     inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
+    prompt_ids = inputs["input_ids"]
     sampling = temperature > 0
+    if supports_fast_decoding(model) and prompt_ids.shape[1] > 0:
+        if streamer is not None:
+            streamer.put(prompt_ids.cpu())
+        eos = model.generation_config.eos_token_id
+        (tokens,), = generate_tokens(
+            model, prompt_ids.tolist(), max_new_tokens,
+            Sampling(temperature=temperature, top_p=top_p if sampling else 1.0, seed=seed),
+            eos_token_ids=tuple(eos) if isinstance(eos, (list, tuple)) else ((eos,) if eos is not None else ()),
+            compile=compile,
+            on_token=None if streamer is None else (lambda new: streamer.put(torch.tensor(new))),
+        )
+        if streamer is not None:
+            streamer.end()
+        return tokenizer.decode(tokens, skip_special_tokens=True)
+    torch.manual_seed(seed)
     output = model.generate(
         **inputs,
         max_new_tokens=max_new_tokens,
@@ -59,7 +81,8 @@ def _run(args: argparse.Namespace) -> int:
     model, tokenizer = load_model_and_tokenizer(args.model, args.dtype)
     print(args.prompt, end="", flush=True)
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    generate_text(model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_p, args.seed, streamer)
+    generate_text(model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_p, args.seed, streamer,
+                  compile=args.compile)
     return 0
 
 
@@ -73,4 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the decode step (weights frozen, CPU kernels pre-packed): ~2x faster tokens "
+                        "after a one-off compile of tens of seconds. Default: only for runs over 2048 new tokens.")
     p.set_defaults(func=_run)

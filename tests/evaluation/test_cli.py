@@ -45,3 +45,14 @@ def test_code_tasks_need_opt_in(tiny_model_dir, tmp_path, capsys, monkeypatch):
     code = main(["eval", "--model", str(tiny_model_dir), "--tasks", "mbpp", "--data-dir", str(EVAL_DATA),
                  "--output", str(tmp_path / "r.json"), "--no-progress"])
     assert code == 2 and "--allow-code-execution" in capsys.readouterr().err
+
+
+def test_launched_processes_get_the_same_flags_back():
+    """`--num-processes N` relaunches `python -m evaluation` with _argv(args): every flag must parse back the same
+    (a --no-compile once became `--compile False`)."""
+    from evaluation.cli import _argv, build_parser
+
+    for flags in (["--no-compile"], ["--compile"], ["--cache", "c", "--limit", "3", "--no-progress"]):
+        args = build_parser().parse_args(["--model", "m", "--tasks", "piqa", "--output", "o.json", *flags])
+        again = build_parser().parse_args(_argv(args, ("func",)))
+        assert vars(again) == vars(args)

@@ -1,0 +1,282 @@
+"""Fast autoregressive decoding in gpt-fast style: a preallocated KV cache, one (optionally compiled) decode step.
+
+Why not `model.generate()`: on a CPU (and for small models anywhere) most of a decode step is spent outside the
+model's arithmetic: a growing `DynamicCache` (`torch.cat` every step), logits processors, stopping criteria and mask
+rebuilding in Python. Here the step is a small pure function of tensors, `decode_step`, over a cache whose shape never
+changes, so `torch.compile` turns it into one graph (transformers compiles generate() only on accelerators), and the
+weights are frozen and pre-packed for the CPU's matrix-vector kernels.
+
+Three things the evaluation suite needs on top of that:
+- a left-padded batch of prompts (rows sorted by length by the caller) decoded together;
+- k samples of one prompt (pass@k, maj1@k) sharing one prefill: the prompt's keys/values are computed once and the
+  cache rows are copied k times;
+- sampling that does not depend on the batch: sample i of a prompt is drawn with Gumbel noise that is a pure
+  function of (seed, prompt tokens, i, step), computed by integer hashing (`sample_noise`), not by a stateful RNG.
+  Decoding sample i alone, or among other prompts and samples, gives the same tokens.
+
+The model code knows nothing of this: any causal LM whose forward accepts `cache`, `position_ids`, a 4D
+`attention_mask` and `logits_to_keep` works (ours and transformers' Llama); `supports_fast_decoding` says which.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import weakref
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+# Attention implementations that accept an explicit (B, 1, T, L) mask: bool for sdpa, additive float for eager.
+MASKED_ATTENTION = ("sdpa", "eager")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the next token is chosen: greedy when temperature == 0, else softmax(logits / T) within top-k/top-p."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        """True when decoding takes the argmax."""
+        return self.temperature <= 0
+
+
+GREEDY = Sampling()
+
+
+class StaticKVCache:
+    """Keys/values of every layer in preallocated (B, KV heads, L, head_dim) tensors; shapes never change.
+
+    A forward writes its T new keys/values at cache columns `self.columns` (T,), set by the caller. Left-padded rows
+    share columns: column j of every row holds that row's j-th input, pads included (the mask hides them).
+    Implements the part of transformers' `Cache` API that decoder layers call (`update`, `get_seq_length`).
+    """
+
+    is_compileable = True
+
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor]):
+        self.keys, self.values = keys, values
+        self.columns = torch.zeros(1, dtype=torch.long, device=keys[0].device)
+
+    @classmethod
+    def for_model(cls, model: torch.nn.Module, batch: int, length: int) -> "StaticKVCache":
+        """An empty cache for `batch` rows of `length` positions, in the model's dtype and device."""
+        config = model.config
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        param = next(model.parameters())
+        shape = (batch, config.num_key_value_heads, length, head_dim)
+        make = lambda: torch.zeros(shape, dtype=param.dtype, device=param.device)  # noqa: E731
+        n = config.num_hidden_layers
+        return cls([make() for _ in range(n)], [make() for _ in range(n)])
+
+    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs):
+        """Write the new (B, KV, T, hd) keys/values at `self.columns`; return the whole layer cache."""
+        self.keys[layer_idx].index_copy_(2, self.columns, key)
+        self.values[layer_idx].index_copy_(2, self.columns, value)
+        return self.keys[layer_idx], self.values[layer_idx]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Only meaningful to callers that pass position_ids themselves (we always do)."""
+        return self.keys[0].shape[2]
+
+    def select_rows(self, index: torch.Tensor) -> "StaticKVCache":
+        """A new cache with rows `index` (B',): k samples of one prompt, or the rows still decoding."""
+        return StaticKVCache([k.index_select(0, index) for k in self.keys],
+                             [v.index_select(0, index) for v in self.values])
+
+
+def supports_fast_decoding(model: torch.nn.Module) -> bool:
+    """Whether `model` is a LLaMA-family causal LM whose forward this module can drive (else use generate())."""
+    config = getattr(model, "config", None)
+    return (getattr(config, "model_type", None) in ("llama_paper", "llama")
+            and getattr(config, "_attn_implementation", None) in MASKED_ATTENTION)
+
+
+def attention_mask(valid: torch.Tensor, columns: torch.Tensor, eager: bool, dtype: torch.dtype) -> torch.Tensor:
+    """(B, 1, T, L) mask: query at cache column c sees the valid (non-pad) columns <= c."""
+    length = valid.shape[1]
+    causal = torch.arange(length, device=valid.device)[None, :] <= columns[:, None]  # (T, L)
+    keep = valid[:, None, None, :] & causal[None, None]
+    if not eager:
+        return keep  # sdpa: True = attend
+    return torch.zeros(keep.shape, dtype=dtype, device=valid.device).masked_fill(~keep, torch.finfo(dtype).min)
+
+
+def forward_logits(model: torch.nn.Module, tokens: torch.Tensor, positions: torch.Tensor, columns: torch.Tensor,
+                   valid: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
+    """Float32 logits (B, V) of the last input position; writes the inputs' keys/values into `cache`."""
+    cache.columns = columns
+    eager = model.config._attn_implementation == "eager"
+    mask = attention_mask(valid, columns, eager, next(model.parameters()).dtype)
+    out = model(input_ids=tokens, attention_mask=mask, position_ids=positions, cache=cache,
+                use_cache=True, logits_to_keep=1)
+    return out.logits[:, -1].float()
+
+
+# --- sampling noise: a counter-based hash, so a sample does not depend on which rows share its batch -----------
+_MASK63 = (1 << 63) - 1
+
+
+def _signed(x: int) -> int:
+    x &= (1 << 64) - 1
+    return x - (1 << 64) if x >> 63 else x
+
+
+_GOLDEN, _MIX1, _MIX2 = _signed(0x9E3779B97F4A7C15), _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
+
+
+def _shr(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's >> is arithmetic)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _splitmix64(x: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's finaliser on int64 (wrapping arithmetic): a bijective, well-mixed hash."""
+    x = x + _GOLDEN
+    x = (x ^ _shr(x, 30)) * _MIX1
+    x = (x ^ _shr(x, 27)) * _MIX2
+    return x ^ _shr(x, 31)
+
+
+def sample_keys(seed: int, prompt: list[int], sample_indices: list[int]) -> torch.Tensor:
+    """(k,) int64 keys naming sample i of this prompt under this seed; the noise of each step derives from them."""
+    digest = hashlib.sha256(f"{seed}:{','.join(map(str, prompt))}".encode()).digest()
+    base = int.from_bytes(digest[:8], "little") & _MASK63
+    return _splitmix64(torch.tensor([base], dtype=torch.long) ^ torch.tensor(sample_indices, dtype=torch.long))
+
+
+def sample_noise(keys: torch.Tensor, step: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Gumbel(0, 1) noise (B, V) in float64, a pure function of (key, step, token id)."""
+    row = _splitmix64(_splitmix64(keys) ^ step)  # (B,)
+    bits = _splitmix64(row[:, None] + torch.arange(vocab_size, device=keys.device) * _GOLDEN)
+    uniform = (_shr(bits, 11).double() + 0.5) * (1.0 / (1 << 53))  # in (0, 1)
+    return -torch.log(-torch.log(uniform))
+
+
+def next_tokens(logits: torch.Tensor, sampling: Sampling, keys: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """(B,) next tokens: argmax, or argmax(logits / T + Gumbel noise) = a draw from softmax(logits / T)."""
+    if sampling.greedy:
+        return logits.argmax(-1)
+    scores = logits.double() / sampling.temperature
+    if sampling.top_k and sampling.top_k < scores.shape[-1]:
+        kth = scores.topk(sampling.top_k, dim=-1).values[:, -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if sampling.top_p < 1.0:  # nucleus: drop the tokens beyond the smallest set holding top_p of the mass
+        ordered, order = scores.sort(dim=-1, descending=True)
+        mass_before = ordered.softmax(-1).cumsum(-1) - ordered.softmax(-1)
+        drop = torch.zeros_like(scores, dtype=torch.bool).scatter(-1, order, mass_before >= sampling.top_p)
+        scores = scores.masked_fill(drop, float("-inf"))
+    return (scores + sample_noise(keys, step, scores.shape[-1])).argmax(-1)
+
+
+def decode_step(model: torch.nn.Module, tokens: torch.Tensor, positions: torch.Tensor, column: torch.Tensor,
+                valid: torch.Tensor, cache: StaticKVCache, sampling: Sampling, keys: torch.Tensor,
+                step: torch.Tensor) -> torch.Tensor:
+    """One token for every row: tokens (B, 1) at `positions` (B, 1) written at cache `column` (1,) -> (B,)."""
+    logits = forward_logits(model, tokens, positions, column, valid, cache)
+    return next_tokens(logits, sampling, keys, step)
+
+
+_COMPILED: dict[str, Callable] = {}
+COMPILE_BACKEND = "inductor"  # tests use "aot_eager" (graph capture without inductor's minutes-long cold build)
+
+
+def compiled_decode_step(backend: str | None = None) -> Callable:
+    """`decode_step` under torch.compile; with inductor the weights are frozen into the graph (compiled per model)."""
+    backend = backend or COMPILE_BACKEND
+    if backend not in _COMPILED:
+        # Freezing folds the weights into the graph as constants and pre-packs them for oneDNN's kernels on CPU:
+        # batch-1 decoding is bound by reading the weights, and the packed layout reads them ~2x faster. It also
+        # means weights changed in place after the first call are not seen: decode a trained model in a new process.
+        options = {"freezing": True} if backend == "inductor" else None
+        _COMPILED[backend] = torch.compile(decode_step, backend=backend, options=options, dynamic=None)
+    return _COMPILED[backend]
+
+
+# compile=None ("auto"): decode eagerly until a model has taken this many steps in this process, then compile.
+# Compiling costs tens of seconds on a CPU; a short run (a test, a 64-token prompt) never repays it.
+AUTO_COMPILE_AFTER_STEPS = 2048
+_steps_taken: "weakref.WeakKeyDictionary[torch.nn.Module, int]" = weakref.WeakKeyDictionary()
+
+
+def use_compiled(model: torch.nn.Module, compile: bool | None, steps: int) -> bool:
+    """Whether the next `steps` decode steps of `model` run compiled: True/False as asked, or the auto policy."""
+    if compile is not None:
+        return compile
+    _steps_taken[model] = _steps_taken.get(model, 0) + steps
+    return _steps_taken[model] > AUTO_COMPILE_AFTER_STEPS
+
+
+def left_pad(prompts: list[list[int]], length: int, pad_id: int, device: torch.device):
+    """(ids (B, W), valid (B, length) bool, positions (B, W)) for left-padded prompts of width W = longest."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    valid = torch.zeros(len(prompts), length, dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+        valid[i, width - len(p):] = True
+    valid[:, width:] = True  # generated tokens; columns beyond the current step are hidden by causality
+    positions = (valid[:, :width].long().cumsum(-1) - 1).clamp(min=0)  # as generate(): pads count from 0
+    return ids.to(device), valid.to(device), positions.to(device)
+
+
+@torch.inference_mode()
+def generate_tokens(model: torch.nn.Module, prompts: list[list[int]], max_new_tokens: int,
+                    sampling: Sampling = GREEDY, num_samples: int | list[int] = 1, *,
+                    eos_token_ids: tuple[int, ...] = (), stop: Callable[[list[int]], bool] | None = None,
+                    pad_token_id: int = 0, compile: bool | None = None,
+                    on_token: Callable[[list[int]], None] | None = None) -> list[list[list[int]]]:
+    """New tokens for `num_samples` samples of each prompt: result[p][j] is the j-th requested sample of prompt p.
+
+    `num_samples` is a count k (samples 0..k-1) or the list of sample indices to draw: sample i of a prompt is the
+    same whatever else is decoded alongside it (see `sample_keys`), so a resumed run can draw only missing samples.
+
+    A row stops after an EOS token, or once `stop(row tokens)` is true (the tokens that made it true are kept), or
+    after `max_new_tokens`. Prompts are prefilled once, left-padded together; their cache rows are then copied for
+    the samples. Rows that finish are dropped from the batch. `on_token` receives each step's tokens (streaming).
+    """
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("generate_tokens needs at least one prompt, and every prompt needs at least one token.")
+    indices = list(range(num_samples)) if isinstance(num_samples, int) else list(num_samples)
+    num_samples = len(indices)
+    device = next(model.parameters()).device
+    width = max(len(p) for p in prompts)
+    ids, valid, positions = left_pad(prompts, width + max_new_tokens, pad_token_id, device)
+    cache = StaticKVCache.for_model(model, len(prompts), width + max_new_tokens)
+    logits = forward_logits(model, ids, positions, torch.arange(width, device=device), valid, cache)
+    keys = torch.cat([sample_keys(sampling.seed, p, indices) for p in prompts]).to(device)
+    if num_samples > 1:  # share the prefill: copy each prompt's cache row for its samples
+        rows = torch.arange(len(prompts), device=device).repeat_interleave(num_samples)
+        cache, valid, logits = cache.select_rows(rows), valid[rows], logits[rows]
+        positions = positions[rows]
+    step_fn = compiled_decode_step() if use_compiled(model, compile, max_new_tokens) else decode_step
+    out: list[list[int]] = [[] for _ in range(len(prompts) * num_samples)]
+    live = list(range(len(out)))  # output index of each batch row
+    token = next_tokens(logits, sampling, keys, torch.tensor(0, device=device))
+    position = positions[:, -1:] + 1
+    for step in range(max_new_tokens):
+        new = token.tolist()
+        if on_token is not None:
+            on_token(new)
+        keep = []
+        for row, (index, t) in enumerate(zip(live, new)):
+            out[index].append(t)
+            if not (t in eos_token_ids or (stop is not None and stop(out[index]))):
+                keep.append(row)
+        if not keep or step == max_new_tokens - 1:
+            break
+        if len(keep) < len(live):  # drop finished rows: later steps cost only what is still decoding
+            index = torch.tensor(keep, device=device)
+            cache, valid, keys = cache.select_rows(index), valid[index], keys[index]
+            token, position = token[index], position[index]
+            live = [live[r] for r in keep]
+        column = torch.tensor([width + step], device=device)
+        token = step_fn(model, token[:, None], position, column, valid, cache, sampling, keys,
+                        torch.tensor(step + 1, device=device))
+        position = position + 1
+    return [out[p * num_samples:(p + 1) * num_samples] for p in range(len(prompts))]

@@ -1,0 +1,124 @@
+"""Fast decoding (modeling_llama/decoding.py) against transformers' generate() and against decoding one sample alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from modeling_llama import LlamaPaperConfig, LlamaPaperForCausalLM, decoding
+from modeling_llama.decoding import GREEDY, Sampling, generate_tokens, next_tokens, sample_keys
+
+VOCAB = 512
+
+
+def tiny(kv_heads: int, seed: int = 0) -> LlamaPaperForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaPaperConfig.from_preset("tiny", vocab_size=VOCAB, num_key_value_heads=kv_heads,
+                                          initializer_range=0.2)  # peaky logits: no near-ties in the argmax
+    return LlamaPaperForCausalLM(config).eval()
+
+
+def prompts(lengths: tuple[int, ...], seed: int = 1) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(3, VOCAB, (n,), generator=g).tolist() for n in lengths]
+
+
+def reference_greedy(model, batch: list[list[int]], new: int) -> list[list[int]]:
+    """transformers' generate() on the left-padded batch (pad id 0, attention mask), no EOS stop."""
+    width = max(map(len, batch))
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in batch])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
+    out = model.generate(ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                         pad_token_id=0, eos_token_id=None)
+    return out[:, width:].tolist()
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2], ids=["mha", "gqa"])
+@pytest.mark.parametrize("lengths", [(9,), (11, 7, 3)], ids=["batch1", "left-padded"])
+def test_static_cache_greedy_equals_generate(kv_heads, lengths):
+    model = tiny(kv_heads)
+    batch = prompts(lengths)
+    got = generate_tokens(model, batch, 12, GREEDY, compile=False)
+    assert [g[0] for g in got] == reference_greedy(model, batch, 12)
+
+
+@pytest.mark.parametrize("kv_heads,backend", [(4, "aot_eager"), (2, "inductor")], ids=["mha", "gqa-inductor"])
+def test_compiled_greedy_equals_generate(kv_heads, backend, monkeypatch):
+    """The compiled decode step gives generate()'s tokens on a left-padded batch (and batch 1: a recompile).
+
+    Inductor (frozen, pre-packed weights: what `--compile` runs) on one config and shape, since a cold inductor
+    build takes a minute on 2 cores; aot_eager traces the same graph (cache mutation, 4D mask, argmax) without
+    inductor's code generation, on the other config and both shapes. benchmarks/bench_generate.py checks the
+    inductor batch-1 tokens on the small preset.
+    """
+    monkeypatch.setattr(decoding, "COMPILE_BACKEND", backend)
+    model = tiny(kv_heads)
+    for lengths in ((11, 7, 3),) + (((9,),) if backend == "aot_eager" else ()):
+        batch = prompts(lengths)
+        got = generate_tokens(model, batch, 6, GREEDY, compile=True)
+        assert [g[0] for g in got] == reference_greedy(model, batch, 6)
+
+
+def reference_sample(model, prompt: list[int], sampling: Sampling, index: int, new: int) -> list[int]:
+    """Sample `index` of `prompt` decoded alone, without any cache: a full forward over the sequence every step."""
+    keys = sample_keys(sampling.seed, prompt, [index])
+    seq = list(prompt)
+    with torch.no_grad():
+        for step in range(new):
+            logits = model(torch.tensor([seq])).logits[:, -1].float()
+            seq.append(int(next_tokens(logits, sampling, keys, torch.tensor(step))[0]))
+    return seq[len(prompt):]
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2], ids=["mha", "gqa"])
+def test_shared_prompt_samples_equal_each_sample_decoded_alone(kv_heads):
+    model = tiny(kv_heads)
+    batch = prompts((10, 4))
+    sampling = Sampling(temperature=0.8, top_p=0.95, seed=7)
+    got = generate_tokens(model, batch, 10, sampling, num_samples=4, compile=False)
+    for p, prompt in enumerate(batch):
+        assert len(set(map(tuple, got[p]))) > 1  # the samples differ from one another
+        for i in range(4):
+            assert got[p][i] == reference_sample(model, prompt, sampling, i, 10), (p, i)
+    # Drawing only sample 2 of the second prompt (a resumed run) gives that same sample.
+    assert generate_tokens(model, batch[1:], 10, sampling, num_samples=[2])[0][0] == got[1][2]
+    # Another seed draws other samples.
+    other = generate_tokens(model, batch, 10, Sampling(temperature=0.8, top_p=0.95, seed=8), num_samples=4)
+    assert other != got
+
+
+def test_rows_stop_at_eos_and_stop_function_independently():
+    model = tiny(4)
+    batch = prompts((6, 6))
+    full = generate_tokens(model, batch, 10)
+    eos = full[0][0][3]  # row 0's 4th token: row 0 must stop there, row 1 only if it emits it too
+    got = generate_tokens(model, batch, 10, eos_token_ids=(eos,))
+    assert got[0][0] == full[0][0][:full[0][0].index(eos) + 1]
+    cut = full[1][0].index(eos) + 1 if eos in full[1][0] else 10
+    assert got[1][0] == full[1][0][:cut]
+    stopped = generate_tokens(model, batch, 10, stop=lambda toks: len(toks) >= 5)
+    assert [s[0] for s in stopped] == [f[0][:5] for f in full]
+
+
+def test_gumbel_sampling_draws_from_the_softmax_within_top_p():
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, -3.0]])
+    sampling = Sampling(temperature=0.7, seed=3)
+    keys = sample_keys(3, [1, 2, 3], list(range(20000)))
+    draws = next_tokens(logits.expand(len(keys), -1), sampling, keys, torch.tensor(0))
+    freq = torch.bincount(draws, minlength=5).double() / len(keys)
+    assert torch.allclose(freq, (logits[0] / 0.7).double().softmax(-1), atol=0.01)
+    nucleus = next_tokens(logits.expand(len(keys), -1), Sampling(temperature=0.7, top_p=0.8, seed=3), keys,
+                          torch.tensor(0))
+    assert set(nucleus.tolist()) == {0, 1}  # p = 0.73, 0.17, 0.09, ...: the smallest set holding 0.8 of the mass
+
+
+def test_transformers_llama_decodes_through_the_same_path():
+    """transformers' own LlamaForCausalLM (same weights) is driven too, and gives its generate() tokens."""
+    from modeling_llama.decoding import supports_fast_decoding
+
+    from .reference import reference_model
+
+    ref = reference_model(tiny(2))
+    batch = prompts((11, 7, 3))
+    assert supports_fast_decoding(ref)
+    assert [g[0] for g in generate_tokens(ref, batch, 8)] == reference_greedy(ref, batch, 8)
