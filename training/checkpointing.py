@@ -81,11 +81,7 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, trainer_stat
     accelerator.wait_for_everyone()
     accelerator.save_state(str(temp), safe_serialization=True)
     if accelerator.is_main_process:
-        (temp / TRAINER_STATE).write_text(json.dumps({**trainer_state, "step": step}, indent=1) + "\n")
-        if model_config is not None:
-            model_config.save_pretrained(temp)
-        if tokenizer_dir is not None:
-            shutil.copytree(tokenizer_dir, temp / "tokenizer")
+        write_run_files(temp, {**trainer_state, "step": step}, model_config, tokenizer_dir)
     # Every rank must have written its RNG/optimizer shard before the folder becomes visible under its final name.
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -96,6 +92,16 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, trainer_stat
             discard(old)
     accelerator.wait_for_everyone()
     return final
+
+
+def write_run_files(folder: Path, trainer_state: dict, model_config=None,
+                    tokenizer_dir: str | Path | None = None) -> None:
+    """What every checkpoint holds beside the engine's state: trainer_state.json, config.json, tokenizer/."""
+    (folder / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=1) + "\n")
+    if model_config is not None:
+        model_config.save_pretrained(folder)
+    if tokenizer_dir is not None:
+        shutil.copytree(tokenizer_dir, folder / "tokenizer")
 
 
 def discard(checkpoint: Path) -> None:

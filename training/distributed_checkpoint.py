@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpointing import CHECKPOINT_PREFIX, TEMP_PREFIX, TRAINER_STATE, discard, list_checkpoints
+from .checkpointing import CHECKPOINT_PREFIX, TEMP_PREFIX, TRAINER_STATE, discard, list_checkpoints, write_run_files
 
 # A single-process run saves with no_dist=True on purpose; DCP warns about it on every save (also from the writer
 # thread, where a catch_warnings block would not reach).
@@ -84,11 +84,7 @@ class DistributedCheckpointer:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             temp.mkdir(parents=True)
-            (temp / TRAINER_STATE).write_text(json.dumps({**trainer_state, "step": step}, indent=1) + "\n")
-            if model_config is not None:
-                model_config.save_pretrained(temp)
-            if tokenizer_dir is not None:
-                shutil.copytree(tokenizer_dir, temp / "tokenizer")
+            write_run_files(temp, {**trainer_state, "step": step}, model_config, tokenizer_dir)
         accelerator.wait_for_everyone()
         _save_rng_state(temp / RNG_FILE.format(rank=accelerator.process_index))
         model_state, optim_state = get_state_dict(self.model, self.optimizer)
