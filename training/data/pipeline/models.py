@@ -10,13 +10,33 @@
 from __future__ import annotations
 
 import io
+import json
 import random
 import re
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from .filters import ccnet_normalize
+
+# Run by train_quality_classifier in a child process: argv = input file, output file, JSON of fastText's arguments.
+# fastText's SGD occasionally diverges ("Encountered NaN") on tiny corpora: retry with a halved learning rate.
+_TRAIN_FASTTEXT = """
+import json, sys
+import fasttext
+params, lr = json.loads(sys.argv[3]), 0.1
+for attempt in range(4):
+    try:
+        model = fasttext.train_supervised(sys.argv[1], lr=lr, **params)
+        break
+    except RuntimeError as error:
+        if "NaN" not in str(error) or attempt == 3:
+            raise
+        lr /= 2
+model.save_model(sys.argv[2])
+"""
 
 UNK_LOG10 = -7.0  # <unk>'s log10 probability: arpabo writes none, and KenLM's default (-100) would swamp scores
 
@@ -29,7 +49,7 @@ def train_quality_classifier(positive: Iterable[str], negative: Iterable[str], o
                              bucket: int = 2_000_000,
                              dim: int = 32, word_ngrams: int = 2, seed: int = 0) -> Path:
     """Train the wikiref-vs-random fastText classifier on documents; returns the saved model file."""
-    import fasttext
+    import fasttext  # noqa: F401  (missing: a clear ImportError here rather than in the child)
 
     lines = [f"__label__wikiref {_flat(t)}" for t in positive if t.strip()]
     lines += [f"__label__random {_flat(t)}" for t in negative if t.strip()]
@@ -41,19 +61,15 @@ def train_quality_classifier(positive: Iterable[str], negative: Iterable[str], o
     with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
         handle.flush()
-        # One thread and a fixed seed: the same texts give the same model file. fastText's SGD occasionally
-        # diverges ("Encountered NaN") on tiny corpora: retry with a halved learning rate.
-        lr = 0.1
-        for attempt in range(4):
-            try:
-                model = fasttext.train_supervised(handle.name, epoch=epoch, dim=dim, wordNgrams=word_ngrams, thread=1,
-                                                  bucket=bucket, lr=lr, seed=seed, verbose=0)
-                break
-            except RuntimeError as error:
-                if "NaN" not in str(error) or attempt == 3:
-                    raise
-                lr /= 2
-    model.save_model(str(output))
+        # In its own process: fastText's SGD ended in "Encountered NaN" at every learning rate when it ran inside a
+        # process that had already run much other native code (the test suite, on a fresh machine), never in a fresh
+        # one. One thread and a fixed seed: the same texts give the same model file.
+        params = {"epoch": epoch, "dim": dim, "wordNgrams": word_ngrams, "thread": 1, "bucket": bucket, "seed": seed,
+                  "verbose": 0}
+        result = subprocess.run([sys.executable, "-c", _TRAIN_FASTTEXT, handle.name, str(output), json.dumps(params)],
+                                capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"train-quality-classifier: fastText training failed: {result.stderr.strip()[-2000:]}")
     return output
 
 
