@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -13,16 +12,7 @@ import pytest
 
 from modeling_llama.cli import main as cli_main
 
-from ..evaluation.conftest import EVAL_DATA
-from ..evaluation.test_harness_equivalence import (
-    EVAL_SPLIT,
-    MC_TASKS,
-    _compare,
-    _lm_eval_rows,
-    _local_yaml,
-    _rows,
-    _write_jsonl,
-)
+from ..evaluation.test_harness_equivalence import _compare, local_mc_tasks
 
 TASKS = ("piqa", "arc_easy")
 LIMIT = 6
@@ -44,16 +34,7 @@ json.dump({"results": result["results"], "samples": result["samples"]}, open(out
 
 
 def test_lm_eval_hf_with_remote_code_matches_llama_paper_eval(tiny_folder, tmp_path):
-    ours, lm_data, yaml_dir = tmp_path / "ours", tmp_path / "lm_data", tmp_path / "yaml"
-    for folder in (ours, lm_data, yaml_dir):
-        folder.mkdir()
-    names = {}
-    for task in TASKS:
-        builtin, file = MC_TASKS[task]
-        shutil.copy(EVAL_DATA / file, ours / file)
-        path = _write_jsonl(lm_data / file, _lm_eval_rows(task, _rows(file)))
-        names[task] = _local_yaml(yaml_dir, task, builtin, {EVAL_SPLIT.get(task, "validation"): str(path),
-                                                            "train": str(path)})
+    ours, yaml_dir, names = local_mc_tasks(TASKS, tmp_path)
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "datasets")}
     done = subprocess.run(

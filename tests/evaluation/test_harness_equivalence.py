@@ -86,6 +86,22 @@ def _local_yaml(folder: Path, name: str, builtin: str, data_files: dict[str, str
     return local
 
 
+def local_mc_tasks(tasks: tuple[str, ...], tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+    """The fixture documents of multiple-choice `tasks` for both sides: (our --data-dir, lm-eval's YAML folder,
+    {task: lm-eval's local task name}), lm-eval's copy in its Hub schema."""
+    ours, lm_data, yaml_dir = tmp_path / "ours_data", tmp_path / "lm_data", tmp_path / "yaml"
+    for folder in (ours, lm_data, yaml_dir):
+        folder.mkdir()
+    names = {}
+    for task in tasks:
+        builtin, file = MC_TASKS[task]
+        shutil.copy(EVAL_DATA / file, ours / file)
+        path = _write_jsonl(lm_data / file, _lm_eval_rows(task, _rows(file)))
+        names[task] = _local_yaml(yaml_dir, task, builtin, {EVAL_SPLIT.get(task, "validation"): str(path),
+                                                            "train": str(path)})
+    return ours, yaml_dir, names
+
+
 def _run_lm_eval(model_dir: Path, yaml_dir: Path, tasks: list[str], limit: int) -> dict:
     import lm_eval
     from lm_eval.tasks import TaskManager

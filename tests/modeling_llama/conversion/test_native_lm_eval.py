@@ -4,15 +4,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
 from modeling_llama.cli import main
 from modeling_llama.conversion.native import export_llama
 
-from ...evaluation.conftest import EVAL_DATA
-from ...evaluation.test_harness_equivalence import MC_TASKS, _lm_eval_rows, _local_yaml, _rows, _write_jsonl
+from ...evaluation.test_harness_equivalence import local_mc_tasks
 from .conftest import run_without_package
 
 TASKS = ("piqa", "arc_easy")
@@ -20,16 +18,7 @@ LIMIT = 5
 
 
 def test_lm_eval_hf_on_native_export_matches_llama_paper_eval(trained_dir, tmp_path, capsys):
-    ours_data, lm_data, yaml_dir = tmp_path / "ours_data", tmp_path / "lm_data", tmp_path / "yaml"
-    for folder in (ours_data, lm_data, yaml_dir):
-        folder.mkdir()
-    names = {}
-    for task in TASKS:
-        builtin, file = MC_TASKS[task]
-        shutil.copy(EVAL_DATA / file, ours_data / file)
-        path = _write_jsonl(lm_data / file, _lm_eval_rows(task, _rows(file)))
-        split = "test" if task == "arc_easy" else "validation"
-        names[task] = _local_yaml(yaml_dir, task, builtin, {split: str(path), "train": str(path)})
+    ours_data, yaml_dir, names = local_mc_tasks(TASKS, tmp_path)
     results = tmp_path / "results.json"
     argv = ["eval", "--model", str(trained_dir), "--tasks", ",".join(TASKS), "--protocol", "harness", "--limit",
             str(LIMIT), "--data-dir", str(ours_data), "--dtype", "float32", "--device", "cpu", "--output",
