@@ -7,9 +7,13 @@ The same module runs under any launcher with the same flags:
 
     accelerate launch --config_file training/configs/cpu-zero3.yaml -m training.pretrain --preset tiny
 
-Data parallelism: every process draws the same global batch from the deterministic packed stream and keeps its
-own slice, so the data (and the losses) do not depend on the number of processes, and the stream position in a
-checkpoint is the same on every rank.
+Data parallelism: with token shards (prepared by `prepare-data`/`tokenize-data`) each data-parallel rank reads only
+its own rows; with the on-the-fly packed stream (small local text) every process draws the same global batch and
+keeps its own slice. Either way the data (and the losses) do not depend on the number of processes, and the stream
+position in a checkpoint is the same on every rank.
+
+Layout (as torchtitan): `setup_training` builds the parts once, `train_step` is one optimizer step, `train_loop`
+adds logging, checkpoints and signals around it, `finish` evaluates and writes the final folder.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ import shutil
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -307,13 +313,59 @@ def check_not_finished(output_dir: Path, max_steps: int) -> None:
                                   f"resume. Pass a larger --max-steps to train on, or --overwrite to start afresh.")
 
 
+@dataclass
+class Progress:
+    """The loop's counters. All of them are saved in every checkpoint, so a resumed run continues them exactly
+    (the logging window's loss sum included: the first point logged after a resume is the uninterrupted one)."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    nonfinite_in_a_row: int = 0
+    window_loss: float = 0.0
+    window_steps: int = 0
+
+
+@dataclass
+class Training:
+    """Everything a training step needs, built once by `setup_training` (model code stays free of all of it)."""
+
+    run: RunConfig
+    accelerator: Any
+    model: Any
+    model_config: Any
+    optimizer: Any
+    scheduler: Any
+    stream: Any
+    checkpointer: Any  # a DistributedCheckpointer, or None for Accelerate's own save_state
+    mixture: Any
+    tokenizer: Any
+    tokenizer_dir: Path
+    output_dir: Path
+    mesh_shape: Any
+    dp_rank: int
+    dp_size: int
+    accumulation: int
+    warmup: int
+    n_params: int
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.run.micro_batch_size * self.run.seq_len * self.dp_size * self.accumulation
+
+
+@dataclass
+class StepOutcome:
+    """What one optimizer step reports to the loop."""
+
+    lr: float
+    loss: float  # mean over the micro-batches and processes; nan/inf when one was not finite
+    grad_norm: float | None  # None when the update was skipped
+    problem: str | None  # why the update was skipped, None when it was applied
+    stop_requested: bool  # any process got SIGTERM/SIGINT: checkpoint and stop after this step
+
+
 def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool = False) -> dict:
     """Run (or resume) pre-training; returns the run summary (also written to OUTPUT/summary.json)."""
-    from modeling_llama.flops import count_parameters, flops_per_token
-    from .data import load_mixture
-    from .data.token_shards import next_rank_batch
-    from .hardware import peak_flops
-
     started = time.perf_counter()
     output_dir = Path(run.output_dir)
     leftovers = check_output_dir(output_dir, resume, overwrite)
@@ -323,12 +375,36 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
     if checkpoint is not None:
         check_resumed_config(run, saved_run_config(checkpoint), checkpoint)
     output_dir.mkdir(parents=True, exist_ok=True)
+    t = setup_training(run, output_dir, leftovers)
+    progress = restore_progress(t, checkpoint, resume)
+    info = run_info(t.accelerator, t.model, run_config=run.to_dict(), parameters=t.n_params,
+                    accumulation=t.accumulation, warmup_steps=t.warmup,
+                    resumed_from=str(checkpoint) if checkpoint else None, async_checkpoint=run.async_checkpoint,
+                    **topology_info(t.accelerator, t.model))  # nodes, processes per node, mesh: as the run finds them
+    if t.accelerator.is_main_process:
+        write_run_info(output_dir / "run_info.json", info)
+    stopped_by = train_loop(t, progress)
+    if stopped_by:
+        t.accelerator.print(f"Stopped by {stopped_by} at step {progress.step}; checkpoint written to "
+                            f"{output_dir}/checkpoint-{progress.step}. Resume with --resume.")
+        return {"stopped_by": stopped_by, "step": progress.step, "output_dir": str(output_dir)}
+    return finish(run, t.accelerator, t.model, t.model_config, t.tokenizer, t.tokenizer_dir, t.mixture, t.stream,
+                  output_dir, info,
+                  {"steps": progress.step, "tokens_seen": progress.tokens_seen, "parameters": t.n_params,
+                   "warmup_steps": t.warmup, "accumulation": t.accumulation, "tokens_per_step": t.tokens_per_step,
+                   "started": started})
+
+
+def setup_training(run: RunConfig, output_dir: Path, leftovers: list[Path]) -> Training:
+    """Accelerator, tokenizer, model (+ checkpointing, compile, TP), optimizer, schedule and data stream."""
+    from modeling_llama.flops import count_parameters
+    from .data import load_mixture
+
     # Before the Accelerator: a TP run takes itself off Accelerate's ND-parallel path (training/parallel.py).
     mesh_shape = configured_mesh(run.tensor_parallel, int(os.environ.get("WORLD_SIZE", "1")))
     world_size = configured_distribution()["world_size"]
     dp_size = world_size // mesh_shape.tp  # data-parallel ranks; the TP ranks of one group share a batch
     accumulation = run.resolved_accumulation(dp_size)
-    warmup = run.resolved_warmup_steps()
     accelerator = build_accelerator(accumulation, run.mixed_precision, run.micro_batch_size, run.max_grad_norm,
                                     project_dir=str(output_dir), log_with=["tensorboard"] if run.tensorboard else None)
     accelerator.wait_for_everyone()  # every process has checked output_dir before any process writes into it
@@ -336,14 +412,13 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
         remove_paths(leftovers)
     from accelerate.utils import set_seed
     set_seed(run.seed)
-    rank, say = accelerator.process_index, accelerator.print
+    rank = accelerator.process_index
     dp_rank = rank // mesh_shape.tp
 
     mixture = load_mixture(resolve_mixture_path(run.mixture))
     tokenizer, tokenizer_dir = prepare_tokenizer(run, mixture, output_dir, accelerator)
     model = build_model(run, tokenizer, rank)
     model_config = model.config
-    n_params = count_parameters(model_config)
     apply_activation_checkpointing(model, run.activation_checkpointing)
     advice = eager_selective_warning(run.activation_checkpointing, run.compile, accelerator.device.type)
     if advice and accelerator.is_main_process:
@@ -358,137 +433,154 @@ def pretrain(run: RunConfig, resume: str | bool | None = None, overwrite: bool =
     if mesh_shape.tp == 1:
         model, optimizer = accelerator.prepare(model, optimizer)
     checkpointer = _dcp_checkpointer(run, mesh_shape, accelerator, model, optimizer)
+    warmup = run.resolved_warmup_steps()
     # Not passed through prepare: Accelerate would step it once per process per update (see optimizer.py).
     scheduler = build_scheduler(optimizer, warmup, run.max_steps, run.min_lr_ratio)
     mixture, stream = build_train_stream(run, mixture, tokenizer_dir, tokenizer, output_dir, accelerator,
                                           dp_rank, dp_size)
+    return Training(run, accelerator, model, model_config, optimizer, scheduler, stream, checkpointer, mixture,
+                    tokenizer, tokenizer_dir, output_dir, mesh_shape, dp_rank, dp_size, accumulation, warmup,
+                    count_parameters(model_config))
 
-    step, tokens_seen, nonfinite_in_a_row = 0, 0, 0
-    # The logging window's loss sum survives a resume, so the first point logged after it is the uninterrupted one.
-    window_loss, window_steps = 0.0, 0
-    if checkpoint is not None:
-        state = checkpointer.load(checkpoint) if checkpointer else load_checkpoint(accelerator, checkpoint)
-        step, tokens_seen = state["step"], state["tokens_seen"]
-        nonfinite_in_a_row = state.get("nonfinite_in_a_row", 0)
-        window_loss, window_steps = state.get("window_loss", 0.0), state.get("window_steps", 0)
-        scheduler.load_state_dict(state["scheduler"])
-        stream.load_state_dict(state["data"])
-        if accelerator.is_main_process:
-            for folder in set_aside_newer(output_dir, step):
-                say(f"Set aside {folder.name}: it continued this checkpoint on a path the resumed run abandons.")
-        accelerator.wait_for_everyone()
-        say(f"Resumed from {checkpoint} at step {step}.")
-    elif resume:
-        say(f"No checkpoint in {output_dir} yet: starting from step 0.")
 
-    info = run_info(accelerator, model, run_config=run.to_dict(), parameters=n_params, accumulation=accumulation,
-                    warmup_steps=warmup, resumed_from=str(checkpoint) if checkpoint else None,
-                    async_checkpoint=run.async_checkpoint,
-                    **topology_info(accelerator, model))  # nodes, processes per node, mesh: as the run finds them
-    if accelerator.is_main_process:
-        write_run_info(output_dir / "run_info.json", info)
-    logger = MetricsLogger(accelerator, output_dir, run.max_steps, start_step=step, use_tracker=run.tensorboard,
-                           tracker_config=run.to_dict())
-    tokens_per_step = run.micro_batch_size * run.seq_len * dp_size * accumulation
-    flops_token = flops_per_token(model_config, run.seq_len)
+def restore_progress(t: Training, checkpoint: Path | None, resume: str | bool | None) -> Progress:
+    """The counters to start from: a checkpoint's (model, optimizer, schedule and data position restored too)."""
+    say = t.accelerator.print
+    if checkpoint is None:
+        if resume:
+            say(f"No checkpoint in {t.output_dir} yet: starting from step 0.")
+        return Progress()
+    state = t.checkpointer.load(checkpoint) if t.checkpointer else load_checkpoint(t.accelerator, checkpoint)
+    progress = Progress(state["step"], state["tokens_seen"], state.get("nonfinite_in_a_row", 0),
+                        state.get("window_loss", 0.0), state.get("window_steps", 0))
+    t.scheduler.load_state_dict(state["scheduler"])
+    t.stream.load_state_dict(state["data"])
+    if t.accelerator.is_main_process:
+        for folder in set_aside_newer(t.output_dir, progress.step):
+            say(f"Set aside {folder.name}: it continued this checkpoint on a path the resumed run abandons.")
+    t.accelerator.wait_for_everyone()
+    say(f"Resumed from {checkpoint} at step {progress.step}.")
+    return progress
+
+
+def trainer_state(t: Training, progress: Progress) -> dict:
+    """What a checkpoint holds besides the model and optimizer (trainer_state.json)."""
+    return {"step": progress.step, "tokens_seen": progress.tokens_seen,
+            "nonfinite_in_a_row": progress.nonfinite_in_a_row, "scheduler": t.scheduler.state_dict(),
+            "data": t.stream.state_dict(), "tracker_step": progress.step, "window_loss": progress.window_loss,
+            "window_steps": progress.window_steps, "run_config": t.run.to_dict()}
+
+
+def train_loop(t: Training, progress: Progress) -> str | None:
+    """Optimizer steps up to `max_steps`, with logging and checkpoints; the signal's name if one stopped it early."""
+    from modeling_llama.flops import flops_per_token
+    from .hardware import peak_flops
+
+    run, accelerator = t.run, t.accelerator
+    logger = MetricsLogger(accelerator, t.output_dir, run.max_steps, start_step=progress.step,
+                           use_tracker=run.tensorboard, tracker_config=run.to_dict())
+    flops_token = flops_per_token(t.model_config, run.seq_len)
     peak = run.peak_tflops * 1e12 if run.peak_tflops else peak_flops(accelerator.device)
-    micro = run.micro_batch_size
-    stop = GracefulStop()
-    stopped_by = None
-    early_checks = _checks_losses_before_backward(accelerator)
-    deepspeed, fp16 = _uses_deepspeed(accelerator), accelerator.mixed_precision == "fp16"
-
-    def trainer_state() -> dict:
-        return {"step": step, "tokens_seen": tokens_seen, "nonfinite_in_a_row": nonfinite_in_a_row,
-                "scheduler": scheduler.state_dict(), "data": stream.state_dict(), "tracker_step": step,
-                "window_loss": window_loss, "window_steps": window_steps, "run_config": run.to_dict()}
-
-    model.train()
+    stop, stopped_by = GracefulStop(), None
+    t.model.train()
     window_start, window_tokens = time.perf_counter(), 0
-    grad_norm = None
-    while step < run.max_steps:
-        lr = scheduler.get_last_lr()[0]
-        losses, skipped = [], False
-        for _ in range(accumulation):
-            # token shards: this data-parallel rank's own rows (the TP ranks of a group share them)
-            batch = next_rank_batch(stream, micro, dp_rank, dp_size).to(accelerator.device)
-            with accelerator.accumulate(model):
-                loss = compute_loss(model, batch)
-                if early_checks and (skipped or not _all_finite(accelerator, loss)):
-                    skipped = True
-                else:
-                    accelerator.backward(loss)
-            losses.append(loss.detach().float())
-        grad_norm = None if skipped else _clip_gradients(accelerator, model, run.max_grad_norm, mesh_shape.tp > 1)
-        step_loss, losses_finite, grad_norm, should_stop = _step_values(accelerator, torch.stack(losses), grad_norm,
-                                                                        stop.requested is not None)
-        # A non-finite gradient norm of a finite loss (overflow in backward) must not reach the weights either,
-        # unless fp16's loss scaler owns that case: it skips the update itself and lowers its scale.
-        bad_norm = not fp16 and grad_norm is not None and not math.isfinite(grad_norm)
-        if deepspeed and (not losses_finite or bad_norm) and grad_norm != math.inf:
-            # The engine reports an infinite norm for the updates it discarded; anything else means it applied one.
-            raise RuntimeError(f"step {step + 1}: DeepSpeed applied an update with non-finite gradients (gradient norm "
-                               f"{grad_norm}); keep bf16.check_grad_overflow on in the DeepSpeed config.")
-        if skipped or not losses_finite or bad_norm:
-            # No update, but the step (data, schedule) is consumed. DeepSpeed's engine has already discarded it
-            # (and its buffers) inside backward; elsewhere drop the gradients here.
-            optimizer.zero_grad(set_to_none=True)
-            nonfinite_in_a_row += 1
-            what = "non-finite loss" if skipped or not losses_finite else f"non-finite gradient norm ({grad_norm})"
-            # Numbered like metrics.jsonl and the progress bar: the step this update would have completed.
-            warnings.warn(f"step {step + 1}: {what}; update skipped ({nonfinite_in_a_row} in a row, "
-                          f"limit {run.max_nonfinite_steps}).", RuntimeWarning, stacklevel=1)
-            grad_norm = None
-        else:
-            if checkpointer:
-                checkpointer.wait_for_staging()  # an async save may still be copying the state this step changes
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            nonfinite_in_a_row = 0
-        with warnings.catch_warnings():  # a skipped update legitimately steps the schedule without the optimizer
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
-            scheduler.step()
-        step += 1
-        tokens_seen += tokens_per_step
-        window_tokens += tokens_per_step
-        if math.isfinite(step_loss):
-            window_loss += step_loss
-            window_steps += 1
+    while progress.step < run.max_steps:
+        outcome = train_step(t, stop.requested is not None, progress.step)
+        count_step(progress, outcome, t.tokens_per_step, run.max_nonfinite_steps)
+        window_tokens += t.tokens_per_step
         logger.advance()
-        if step % run.log_steps == 0 or step == run.max_steps:
-            elapsed = max(time.perf_counter() - window_start, 1e-9)
-            tokens_per_s = window_tokens / elapsed
-            logger.log(step, {
-                "loss": window_loss / window_steps if window_steps else float("nan"), "lr": lr,
-                "grad_norm": grad_norm, "tokens_per_s": tokens_per_s, "tokens": tokens_seen,
+        if progress.step % run.log_steps == 0 or progress.step == run.max_steps:
+            tokens_per_s = window_tokens / max(time.perf_counter() - window_start, 1e-9)
+            logger.log(progress.step, {
+                "loss": progress.window_loss / progress.window_steps if progress.window_steps else float("nan"),
+                "lr": outcome.lr, "grad_norm": outcome.grad_norm, "tokens_per_s": tokens_per_s,
+                "tokens": progress.tokens_seen,
                 "mfu": model_flops_utilization(tokens_per_s, flops_token, peak, accelerator.num_processes),
             })
-            window_loss, window_steps, window_start, window_tokens = 0.0, 0, time.perf_counter(), 0
-        if nonfinite_in_a_row >= run.max_nonfinite_steps:
+            progress.window_loss, progress.window_steps = 0.0, 0
+            window_start, window_tokens = time.perf_counter(), 0
+        if progress.nonfinite_in_a_row >= run.max_nonfinite_steps:
             logger.close()
             stop.restore()
-            raise NonFiniteLossError(f"{nonfinite_in_a_row} optimizer steps in a row had a non-finite loss or "
-                                     f"gradient norm (step {step}); lower the learning rate or use bf16 instead of "
-                                     "fp16.")
-        if (run.save_steps and step % run.save_steps == 0) or should_stop:
-            save = checkpointer.save if checkpointer else functools.partial(save_checkpoint, accelerator)
-            save(output_dir, step, trainer_state(), run.keep_checkpoints, model_config=model_config,
-                 tokenizer_dir=tokenizer_dir)
-        if should_stop:
+            raise NonFiniteLossError(f"{progress.nonfinite_in_a_row} optimizer steps in a row had a non-finite loss "
+                                     f"or gradient norm (step {progress.step}); lower the learning rate or use bf16 "
+                                     "instead of fp16.")
+        if (run.save_steps and progress.step % run.save_steps == 0) or outcome.stop_requested:
+            save = t.checkpointer.save if t.checkpointer else functools.partial(save_checkpoint, accelerator)
+            save(t.output_dir, progress.step, trainer_state(t, progress), run.keep_checkpoints,
+                 model_config=t.model_config, tokenizer_dir=t.tokenizer_dir)
+        if outcome.stop_requested:
             stopped_by = stop.requested or "signal"
             break
     stop.restore()
     logger.close()
-    stream.close()  # tokenizer worker processes, if any
-    if checkpointer:
-        checkpointer.wait()  # the last checkpoint must be on disk (and published) before the run ends
-    if stopped_by:
-        say(f"Stopped by {stopped_by} at step {step}; checkpoint written to {output_dir}/checkpoint-{step}. "
-            f"Resume with --resume.")
-        return {"stopped_by": stopped_by, "step": step, "output_dir": str(output_dir)}
-    return finish(run, accelerator, model, model_config, tokenizer, tokenizer_dir, mixture, stream, output_dir, info,
-                  {"steps": step, "tokens_seen": tokens_seen, "parameters": n_params, "warmup_steps": warmup,
-                   "accumulation": accumulation, "tokens_per_step": tokens_per_step, "started": started})
+    t.stream.close()  # tokenizer worker processes, if any
+    if t.checkpointer:
+        t.checkpointer.wait()  # the last checkpoint must be on disk (and published) before the run ends
+    return stopped_by
+
+
+def count_step(progress: Progress, outcome: StepOutcome, tokens_per_step: int, max_nonfinite: int) -> None:
+    """Advance the counters past one step; a skipped update is counted (and warned about), never silent."""
+    if outcome.problem:
+        progress.nonfinite_in_a_row += 1
+        # Numbered like metrics.jsonl and the progress bar: the step this update would have completed.
+        warnings.warn(f"step {progress.step + 1}: {outcome.problem}; update skipped ({progress.nonfinite_in_a_row} "
+                      f"in a row, limit {max_nonfinite}).", RuntimeWarning, stacklevel=2)
+    else:
+        progress.nonfinite_in_a_row = 0
+    progress.step += 1
+    progress.tokens_seen += tokens_per_step
+    if math.isfinite(outcome.loss):
+        progress.window_loss += outcome.loss
+        progress.window_steps += 1
+
+
+def train_step(t: Training, stop_requested: bool, step: int = 0) -> StepOutcome:
+    """Optimizer step `step + 1`: `accumulation` micro-batches forward and backward, clip, update (or skip), schedule."""
+    from .data.token_shards import next_rank_batch
+
+    accelerator, model, optimizer = t.accelerator, t.model, t.optimizer
+    lr = t.scheduler.get_last_lr()[0]
+    early_checks = _checks_losses_before_backward(accelerator)
+    losses, skipped = [], False
+    for _ in range(t.accumulation):
+        # token shards: this data-parallel rank's own rows (the TP ranks of a group share them)
+        batch = next_rank_batch(t.stream, t.run.micro_batch_size, t.dp_rank, t.dp_size).to(accelerator.device)
+        with accelerator.accumulate(model):
+            loss = compute_loss(model, batch)
+            if early_checks and (skipped or not _all_finite(accelerator, loss)):
+                skipped = True
+            else:
+                accelerator.backward(loss)
+        losses.append(loss.detach().float())
+    grad_norm = None if skipped else _clip_gradients(accelerator, model, t.run.max_grad_norm, t.mesh_shape.tp > 1)
+    step_loss, losses_finite, grad_norm, should_stop = _step_values(accelerator, torch.stack(losses), grad_norm,
+                                                                    stop_requested)
+    # A non-finite gradient norm of a finite loss (overflow in backward) must not reach the weights either,
+    # unless fp16's loss scaler owns that case: it skips the update itself and lowers its scale.
+    fp16 = accelerator.mixed_precision == "fp16"
+    bad_norm = not fp16 and grad_norm is not None and not math.isfinite(grad_norm)
+    if _uses_deepspeed(accelerator) and (not losses_finite or bad_norm) and grad_norm != math.inf:
+        # The engine reports an infinite norm for the updates it discarded; anything else means it applied one.
+        raise RuntimeError(f"step {step + 1}: DeepSpeed applied an update with non-finite gradients (gradient norm {grad_norm}); "
+                           "keep bf16.check_grad_overflow on in the DeepSpeed config.")
+    problem = None
+    if skipped or not losses_finite or bad_norm:
+        # No update, but the step (data, schedule) is consumed. DeepSpeed's engine has already discarded it
+        # (and its buffers) inside backward; elsewhere drop the gradients here.
+        optimizer.zero_grad(set_to_none=True)
+        problem = "non-finite loss" if skipped or not losses_finite else f"non-finite gradient norm ({grad_norm})"
+        grad_norm = None
+    else:
+        if t.checkpointer:
+            t.checkpointer.wait_for_staging()  # an async save may still be copying the state this step changes
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    with warnings.catch_warnings():  # a skipped update legitimately steps the schedule without the optimizer
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+        t.scheduler.step()
+    return StepOutcome(lr, step_loss, grad_norm, problem, should_stop)
 
 
 def finish(run, accelerator, model, model_config, tokenizer, tokenizer_dir, mixture, stream, output_dir, info,
