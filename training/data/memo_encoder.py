@@ -25,6 +25,7 @@ import numpy as np
 
 _BPE = 2  # sentencepiece ModelProto.TrainerSpec.ModelType.BPE
 _NORMAL, _USER_DEFINED, _UNUSED = 1, 4, 5  # ModelProto.SentencePiece.Type: the pieces BPE merges into
+_FAMILIES = 3  # character families with their own runs in the segment regex (see `Segmentation`)
 _JOINERS = ("\n", "\t", "\x1f", "\x1e")  # candidates for the joiner: one UTF-8 byte, never inside another character
 
 
@@ -61,20 +62,43 @@ def segmentation_blocker(proto) -> str | None:
 class Segmentation:
     """How a model's normalised text splits into independently encoded segments.
 
-    Besides "x▁" boundaries, a character found in no multi-character piece (newline, tab, digits with split_digits,
-    most non-Latin characters: byte fallback) never merges with a neighbour: the text splits around it too. So a
-    segment is a run of spaces ("▁") and the "word" characters after it, a run of word characters after an isolated
-    character, or one isolated character. `joiner` is an isolated one-byte character: "J s1 J s2" encodes to the ids
-    of "▁", J, s1, J, s2 (each segment alone), which is how new segments are encoded, many per call.
+    BPE never joins two neighbouring characters that no piece holds together, so a boundary between them is safe.
+    Three kinds are found with one regex: before a "▁" run that follows another character (checked: no piece has
+    "x▁"); around an isolated character, found in no multi-character piece (newline, tab, digits with split_digits,
+    characters left to byte fallback); and between two "word" characters of different families, where a family is a
+    connected group of characters that pieces put next to each other (Meta's vocabulary never mixes letters with
+    punctuation: "self.assertEqual(x," is " self", ".", "assertEqual", "(", "x", ","). A segment is thus a "▁" run
+    optionally followed by a run of one family, a run of one family, or one isolated character. `joiner` is an
+    isolated one-byte character: "J s1 J s2" encodes to the ids of "▁", J, s1, J, s2 (each segment alone), which is
+    how new segments are encoded, many per call.
     """
 
     def __init__(self, proto):
-        word = {c for p in proto.pieces if p.type in (_NORMAL, _UNUSED) and len(p.piece) > 1 for c in p.piece}
-        word.discard("▁")
-        word.discard(" ")
-        chars = "".join(re.escape(c) for c in sorted(word))
-        self.pattern = re.compile(f" +[{chars}]*|[{chars}]+|[^ {chars}]" if chars else r" +|[^ ]")
-        self.joiner = next((c for c in _JOINERS if c not in word), None)
+        merged = [p.piece.replace("▁", " ") for p in proto.pieces if p.type in (_NORMAL, _UNUSED) and len(p.piece) > 1]
+        family = {c: c for text in merged for c in text if c != " "}
+
+        def root(c: str) -> str:
+            while family[c] != c:
+                family[c] = family[family[c]]
+                c = family[c]
+            return c
+
+        for text in merged:  # union-find: characters adjacent in some piece share a family
+            for a, b in zip(text, text[1:]):
+                if a != " " and b != " ":
+                    family[root(a)] = root(b)
+        groups: dict[str, list[str]] = {}
+        for c in family:
+            groups.setdefault(root(c), []).append(c)
+        # The largest families get their own runs; the small rest are lumped together (never splitting between two
+        # families is always safe, and a short alternation keeps the regex fast).
+        groups = sorted(groups.values(), key=len, reverse=True)
+        kept = [*groups[:_FAMILIES], [c for g in groups[_FAMILIES:] for c in g]]
+        runs = "|".join("[" + "".join(re.escape(c) for c in sorted(g)) + "]+" for g in kept if g)
+        word = "".join(re.escape(c) for c in sorted(family))
+        self.families = len(groups)
+        self.pattern = re.compile(f" +(?:{runs})?|{runs}|[^ {word}]" if runs else r" +|[^ ]")
+        self.joiner = next((c for c in _JOINERS if c not in family), None)
 
     def split(self, text: str) -> list[str]:
         """The normalised text's segments, " " standing for "▁" (a literal "▁" included: the same after
