@@ -176,11 +176,11 @@ def bench_filtering(work: Path, copies: int) -> None:
     positive = (texts / "wikiref_positive.txt").read_text().split("\n\n")
     train_quality_classifier(positive, (texts / "random_negative.txt").read_text().split("\n\n"),
                              sample / "models" / "wikiref-v1.bin", bucket=20000)
-    train_ngram(positive, sample / "models" / "cc-v1.arpa")
+    train_ngram(positive, sample / "models" / "cc-v1.arpa", tokenizer=TOKENIZER)
     documents = replicate_commoncrawl(sample / "cc_big", copies)
     config_data = yaml.safe_load((sample / "sample.yaml").read_text())
     config_data["sources"] = [{"name": "common_crawl", "kind": "commoncrawl", "input": "cc_big",
-                               "options": {"max_perplexity": 1.0e6}}]
+                               "options": {"max_perplexity": 1.0e5}}]
     (sample / "bench.yaml").write_text(yaml.safe_dump(config_data))
     config = load_data_config(sample / "bench.yaml")
 
