@@ -75,29 +75,44 @@ def bench_tokenize(work: Path, megabytes: float) -> None:
     from training.data.pipeline.sources import Layout
 
     texts, prose = distinct_documents(megabytes)
-    out = work / "tok"
-    docs = Path(Layout(out, "corpus").docs())
+    docs = work / "tok_input"
     docs.mkdir(parents=True)
     for part in range(2):  # what the filtering stage leaves: one gzipped JSONL file per task
         with gzip.open(docs / f"{part:05d}.jsonl.gz", "wt", encoding="utf-8", compresslevel=1) as handle:
             for text in texts[part::2]:
                 handle.write(json.dumps({"text": text}) + "\n")
     sp = spm.SentencePieceProcessor(model_file=str(TOKENIZER))
-    baselines = []
+    baselines, cpu = [], []
     for _ in range(2):  # best of two: the baseline gets the benefit of any noise
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         reference = sp.encode(texts, num_threads=2)
         baselines.append(time.perf_counter() - start)
-    baseline = min(baselines)
+        cpu.append(time.process_time() - start_cpu)  # both threads' CPU seconds
+    baseline, baseline_cpu = min(baselines), min(cpu)
     config = DataConfig(sources=[SourceSpec(name="corpus", kind="text", path=str(docs))], tokenizer=str(TOKENIZER))
-    stage = tokenize_stage(config, Layout(out, "corpus"), tasks=2)  # exactly prepare-data's tokenize stage
-    start = time.perf_counter()
-    LocalPipelineExecutor(stage.pipeline, tasks=2, workers=2, logging_dir=str(work / "tok_logs")).run()
-    ours = time.perf_counter() - start
+
+    def run_stage(name: str, tasks: int, workers: int) -> tuple[float, float, bool]:
+        """prepare-data's own tokenize stage on `tasks` tasks; wall and (in-process) CPU seconds, ids identical."""
+        layout = Layout(work / name, "corpus")
+        Path(layout.docs()).parent.mkdir(parents=True)
+        os.symlink(docs, layout.docs())
+        stage = tokenize_stage(config, layout, tasks=tasks)
+        start, start_cpu = time.perf_counter(), time.process_time()
+        LocalPipelineExecutor(stage.pipeline, tasks=tasks, workers=workers, logging_dir=str(work / f"{name}_logs")).run()
+        wall, used = time.perf_counter() - start, time.process_time() - start_cpu
+        files = [texts[0::2], texts[1::2]]  # task r reads input files r, r + tasks, ...
+        same = True
+        for rank in range(tasks):
+            got = np.fromfile(Path(layout.tokens()) / f"{rank:05d}.ds", dtype=np.uint16)
+            docs_of_rank = [t for f in files[rank::tasks] for t in f]
+            ids = sp.encode(docs_of_rank, num_threads=2) if tasks == 1 else reference[rank::2]
+            same &= np.array_equal(got, np.fromiter((i for x in ids for i in (1, *x, 2)), dtype=np.uint16))
+        return wall, used, same
+
+    ours, _, identical = run_stage("two_workers", tasks=2, workers=2)
+    one_core, one_core_cpu, identical_one = run_stage("in_process", tasks=1, workers=1)
+    identical &= identical_one
     tokens = sum(len(ids) for ids in reference)
-    got = [np.fromfile(out / "tokens" / "corpus" / f"{r:05d}.ds", dtype=np.uint16) for r in range(2)]
-    expected = [np.fromiter((i for ids in reference[r::2] for i in (1, *ids, 2)), dtype=np.uint16) for r in range(2)]
-    identical = all(np.array_equal(g, e) for g, e in zip(got, expected))
     encoder = MemoEncoder(TOKENIZER)  # the encoder alone, one thread, in this process (no JSONL, no worker start)
     start = time.perf_counter()
     for i in range(0, len(texts), 512):
@@ -105,11 +120,16 @@ def bench_tokenize(work: Path, megabytes: float) -> None:
     alone = time.perf_counter() - start
     size = sum(len(t.encode("utf-8")) for t in texts) / 1e6
     print(f"tokenize: {len(texts)} distinct documents ({prose} of prose, the rest Python sources), {size:.1f} MB, "
-          f"{tokens:,} tokens; raw sentencepiece encode(num_threads=2) {tokens / baseline:,.0f} tok/s (best of 2)")
+          f"{tokens:,} tokens; raw sentencepiece encode(num_threads=2): {tokens / baseline:,.0f} tok/s (best of 2), "
+          f"{baseline_cpu:.1f} CPU s")
     print(f"  prepare-data tokenize stage, 2 tasks on 2 worker processes (gzipped JSONL read, shard write, worker "
-          f"start-up included): {tokens / ours:,.0f} tok/s: ratio {baseline / ours:.2f}; ids identical: {identical}")
+          f"start-up included): {tokens / ours:,.0f} tok/s: ratio {baseline / ours:.2f}")
+    print(f"  the same stage, 1 task in-process (one core): {tokens / one_core:,.0f} tok/s: ratio "
+          f"{baseline / one_core:.2f}; CPU seconds {one_core_cpu:.1f}: {baseline_cpu / one_core_cpu:.2f}x less "
+          f"CPU than sentencepiece")
     print(f"  MemoEncoder alone, 1 thread: {tokens / alone:,.0f} tok/s: ratio {baseline / alone:.2f}; segments: "
-          f"{encoder.hits / max(1, encoder.hits + encoder.misses):.1%} hits, {encoder.misses:,} distinct")
+          f"{encoder.hits / max(1, encoder.hits + encoder.misses):.1%} hits, {encoder.misses:,} distinct; ids "
+          f"identical to sentencepiece's in every stage run: {identical}")
     if not identical:
         raise SystemExit("token shards differ from raw sentencepiece's ids")
 

@@ -130,7 +130,7 @@ class MemoEncoder:
     batch is encoded as: regex split, one dict lookup per segment (C speed for hits), sentencepiece for the new
     segments only, then a vectorised gather. Rows 0 and 1 hold BOS and EOS."""
 
-    def __init__(self, model_file: str | Path, max_entries: int = 1 << 21, num_threads: int = 1):
+    def __init__(self, model_file: str | Path, max_entries: int = 1 << 20, num_threads: int = 1):
         import sentencepiece as spm
 
         self.model_file = str(model_file)
