@@ -111,6 +111,16 @@ def test_hypothesis_strings(sp, encoder):
     check()
 
 
+def test_text_sentencepiece_refuses_leaves_the_encoder_consistent(sp):
+    encoder = MemoEncoder(MODEL)
+    with pytest.raises(Exception) as raw:
+        sp.encode(["a lone \ud800 surrogate"])
+    with pytest.raises(type(raw.value)):
+        encoder.encode(["fresh words here", "a lone \ud800 surrogate"])
+    texts = ["fresh words here", "a lone surrogate"]
+    assert encoder.encode(texts) == sp.encode(texts)
+
+
 def test_shard_layout_bos_eos(sp, encoder):
     texts = ["Hello world", "", "  two  spaces  ", "🦙\n"]
     ids, lengths = encoder.encode_documents(texts)

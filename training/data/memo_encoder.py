@@ -223,7 +223,11 @@ class MemoEncoder:
         self.misses += new
         self.hits += len(rows) - new
         if new:
-            self._encode_pending()
+            try:
+                self._encode_pending()
+            except BaseException:  # e.g. a lone surrogate, which sentencepiece refuses too: rows without ids
+                self._reset()
+                raise
         return rows, counts
 
     def _gather(self, rows: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
