@@ -98,7 +98,8 @@ def bench_tokenize(work: Path, megabytes: float) -> None:
         os.symlink(docs, layout.docs())
         stage = tokenize_stage(config, layout, tasks=tasks)
         start, start_cpu = time.perf_counter(), time.process_time()
-        LocalPipelineExecutor(stage.pipeline, tasks=tasks, workers=workers, logging_dir=str(work / f"{name}_logs")).run()
+        logs = str(work / f"{name}_logs")
+        LocalPipelineExecutor(stage.pipeline, tasks=tasks, workers=workers, logging_dir=logs).run()
         wall, used = time.perf_counter() - start, time.process_time() - start_cpu
         files = [texts[0::2], texts[1::2]]  # task r reads input files r, r + tasks, ...
         same = True

@@ -1,16 +1,18 @@
-"""Exact SentencePiece encoding, memoised per whitespace segment: the ids of raw `SentencePieceProcessor.encode`,
-several times faster on natural text.
+"""Exact SentencePiece encoding, memoised per segment: the ids of raw `SentencePieceProcessor.encode`, computed by
+sentencepiece once per distinct "word" and looked up afterwards.
 
-Why it is exact. Meta's tokenizer (identity normaliser, dummy prefix, no whitespace removal) normalises a text to
-"▁" + text with every " " (and literal "▁") as "▁", then runs BPE, which merges two symbols only when the merged
-string is a piece of the vocabulary. If no piece has a "▁" right after a non-"▁" character (checked on the model at
-load time), no symbol can ever span a boundary "x▁" (x not "▁"): the normalised text splits at every such boundary
-into segments ("▁" run + non-"▁" characters), each encoded independently of the others and of its position (BPE's
-merge order within a segment is the same alone or in the document; byte fallback is per character). So a document's
-ids are the concatenation of its segments' ids, and a segment's ids (computed once, by sentencepiece itself) can be
-looked up in a dict. Natural text is Zipfian, so almost every segment is a hit: a regex split and a dict lookup per
-word instead of BPE. A model for which the argument does not hold (another normaliser, unigram, user-defined
-symbols, a piece spanning a boundary) is encoded by plain sentencepiece: exactness first.
+Why it is exact. Meta's tokenizer (identity normaliser, dummy prefix, no whitespace removal, BPE, byte fallback)
+normalises a text to "▁" + text with every " " (and literal "▁") as "▁", then runs BPE, which merges two symbols only
+when the merged string is a piece of the vocabulary. So two neighbouring characters that no piece holds together
+("ab" in no piece) are never joined: every symbol lies on one side of that boundary, the text splits there into
+segments encoded independently of each other and of their position (BPE's merge order within a segment is the same
+alone or in the document; byte fallback is per character), and a document's ids are the concatenation of its
+segments' ids. `Segmentation` finds such boundaries with one regex: before each "▁" run that follows another
+character (no piece of Meta's vocabulary has "x▁"), around characters that are in no multi-character piece, and
+between letters and punctuation (no piece mixes them). Natural text (and code) is Zipfian: after the first few
+thousand documents almost every segment is a hit, a regex split and a dict lookup instead of BPE. The conditions are
+checked on the model when it loads; for a model they do not cover (another normaliser, unigram, no byte fallback,
+user-defined symbols, a piece spanning "x▁"), `MemoEncoder` is plain sentencepiece: exactness first.
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ from __future__ import annotations
 import re
 from itertools import chain
 from pathlib import Path
-
-import numpy as np
 
 import numpy as np
 
@@ -163,11 +163,11 @@ class MemoEncoder:
         self._ids = np.empty(1 << 16, dtype=np.int32)
         self._ids[:3] = self.bos_id, self.eos_id, self._joiner_id
         self._used = 3
-        self._start = np.arange(1 << 14, dtype=np.int64)
+        self._start = np.arange(1 << 14, dtype=np.int64)  # rows 0-2 (BOS, EOS, joiner): one id each, at 0-2
         self._length = np.ones(1 << 14, dtype=np.int64)
 
-    def _store(self, ids: np.ndarray, rows: int) -> None:
-        """Append the ids of the next `rows` rows (already cut: `ids` is their concatenation)."""
+    def _store(self, ids: np.ndarray) -> None:
+        """Append ids to the flat store (their rows' starts and lengths are set by the caller)."""
         if self._used + len(ids) > len(self._ids):
             self._ids = np.resize(self._ids, max(2 * len(self._ids), self._used + len(ids)))
         self._ids[self._used:self._used + len(ids)] = ids
@@ -201,7 +201,7 @@ class MemoEncoder:
             keep[cuts] = False
             self._start[row:row + len(chunk)] = self._used + np.cumsum(lengths) - lengths
             self._length[row:row + len(chunk)] = lengths
-            self._store(ids[keep], len(chunk))
+            self._store(ids[keep])
             row += len(chunk)
 
     def _rows(self, texts: list[str], special: bool) -> tuple[np.ndarray, np.ndarray]:
