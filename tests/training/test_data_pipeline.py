@@ -27,7 +27,7 @@ def build_models(folder: Path) -> None:
     positive = (texts / "wikiref_positive.txt").read_text().split("\n\n")
     negative = (texts / "random_negative.txt").read_text().split("\n\n")
     train_quality_classifier(positive, negative, folder / "models" / "wikiref-v1.bin", bucket=20000)
-    train_ngram(positive, folder / "models" / "cc-v1.arpa")
+    train_ngram(positive, folder / "models" / "cc-v1.arpa", tokenizer=folder.parent / "llama-tokenizer")
 
 
 def sample_copy(tmp: Path, models: bool = True) -> Path:
@@ -95,6 +95,52 @@ def test_commoncrawl_line_dedup_language_and_perplexity(prepared):
     assert excluded["https://example.org/empty"] == "empty_after_line_dedup"
     assert all(d["metadata"]["language"] == "en" and d["metadata"]["perplexity"] < 1e6 for d in docs)
     assert all("wikiref_score" in d["metadata"] for d in docs)
+
+
+def arpa_unigrams(path: Path) -> set[str]:
+    """The words (here: pieces) of an ARPA file's 1-gram section."""
+    text = path.read_text(encoding="utf-8")
+    section = text.split("\\1-grams:")[1].split("\\2-grams:")[0]
+    return {line.split("\t")[1] for line in section.splitlines() if "\t" in line}
+
+
+def test_ngram_filter_scores_sentencepiece_pieces(prepared, tmp_path):
+    import kenlm
+    import sentencepiece as spm
+
+    from training.data.pipeline.filters import PerplexityFilter, ccnet_normalize
+
+    folder, _ = prepared
+    model = folder / "models" / "cc-v1.arpa"
+    # The tokenizer it was trained with is recorded beside it, and its vocabulary is that tokenizer's pieces.
+    assert (folder / "models" / "cc-v1.sp.model").read_bytes() == TOKENIZER.read_bytes()
+    sp, lm = spm.SentencePieceProcessor(model_file=str(TOKENIZER)), kenlm.Model(str(model))
+    unigrams = arpa_unigrams(model) - {"<s>", "</s>", "<unk>"}
+    assert "▁the" in unigrams and all(sp.piece_to_id(u) != sp.unk_id() for u in unigrams)
+    # The filter's perplexity is KenLM's over raw SentencePiece pieces (per piece, one </s> per line).
+    text = "The Elbe is one of the major rivers of Central Europe.\n\nIt flows 1,094 km to the North Sea!"
+    lines = [sp.encode(ccnet_normalize(line), out_type=str) for line in text.splitlines() if line.strip()]
+    log10 = sum(lm.score(" ".join(pieces), bos=True, eos=True) for pieces in lines)
+    expected = 10 ** (-log10 / sum(len(pieces) + 1 for pieces in lines))
+    assert PerplexityFilter(model, 1e5).perplexity(text) == pytest.approx(expected, rel=1e-9)
+    # A model without its tokenizer is refused with the fix in the message.
+    shutil.copy(model, tmp_path / "lonely.arpa")
+    with pytest.raises(FileNotFoundError, match="train-ngram --tokenizer"):
+        PerplexityFilter(tmp_path / "lonely.arpa", 1e5)
+
+
+def test_train_ngram_command_needs_and_records_the_tokenizer(tmp_path, capsys):
+    from modeling_llama.cli import main
+
+    corpus = tmp_path / "wiki.txt"
+    corpus.write_text("The river flows to the sea.\n\nThe sea is wide and the river is long.\n", encoding="utf-8")
+    with pytest.raises(SystemExit):  # argparse: --tokenizer is required
+        main(["train-ngram", str(corpus), "--output", str(tmp_path / "lm.arpa")])
+    assert "--tokenizer" in capsys.readouterr().err
+    assert main(["train-ngram", str(corpus), "--output", str(tmp_path / "lm.arpa"), "--tokenizer",
+                 str(TOKENIZER.parent)]) == 0
+    assert (tmp_path / "lm.sp.model").read_bytes() == TOKENIZER.read_bytes()
+    assert {"▁river", "▁sea"} <= arpa_unigrams(tmp_path / "lm.arpa")
 
 
 def test_c4_heuristics(prepared):

@@ -6,11 +6,25 @@
     x = stream.next_batch(8)          # LongTensor (8, 256)
 """
 
-from .cleaners import CLEANERS, apply_cleaners, get_cleaner, register_cleaner
-from .encoding import BatchEncoder
-from .mixture import MixtureConfig, demo_mixture_path, load_mixture, paper_mixture_path, resolve_mixture
-from .packing import PackedStream
-from .sources import SourceConfig
+from importlib import import_module
+
+# Exports load on first use (PEP 562): `training.data.pipeline`'s worker processes (datatrove tasks) import this
+# package, and must not pay for torch (~5 s on a busy 2-core machine) when they only tokenize or filter.
+_EXPORTS = {
+    "CLEANERS": "cleaners", "apply_cleaners": "cleaners", "get_cleaner": "cleaners", "register_cleaner": "cleaners",
+    "BatchEncoder": "encoding", "MixtureConfig": "mixture", "demo_mixture_path": "mixture",
+    "load_mixture": "mixture", "paper_mixture_path": "mixture", "resolve_mixture": "mixture",
+    "PackedStream": "packing", "SourceConfig": "sources",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CLEANERS",

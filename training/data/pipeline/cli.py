@@ -87,9 +87,13 @@ def register_models(subparsers) -> None:
     classifier.add_argument("--epoch", type=int, default=25)
     classifier.add_argument("--bucket", type=int, default=2_000_000, help="hash buckets of word n-grams (memory)")
     classifier.set_defaults(func=_train_classifier)
-    ngram = subparsers.add_parser("train-ngram", help="Kneser-Ney n-gram model (ARPA, for KenLM) from text")
+    ngram = subparsers.add_parser("train-ngram", help="Kneser-Ney n-gram model (ARPA, for KenLM) over "
+                                                      "SentencePiece pieces, from text")
     ngram.add_argument("inputs", nargs="+", help=".txt or .jsonl files")
-    ngram.add_argument("--output", required=True, help=".arpa file to write")
+    ngram.add_argument("--output", required=True, help=".arpa file to write (its tokenizer goes beside it as "
+                                                       "<name>.sp.model)")
+    ngram.add_argument("--tokenizer", required=True, help="SentencePiece tokenizer.model (or a folder holding one): "
+                                                          "the model is trained on, and scores, its pieces")
     ngram.add_argument("--order", type=int, default=3)
     ngram.set_defaults(func=_train_ngram)
 
@@ -103,6 +107,13 @@ def _train_classifier(args) -> int:
 
 
 def _train_ngram(args) -> int:
+    from .filters import ngram_tokenizer_path
     from .models import train_ngram
-    print(f"Wrote {train_ngram(_read_texts(args.inputs), args.output, args.order)}")
+
+    try:
+        path = train_ngram(_read_texts(args.inputs), args.output, args.tokenizer, args.order)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"llama-paper train-ngram: error: {error}", file=sys.stderr)
+        return 2
+    print(f"Wrote {path} and its tokenizer, {ngram_tokenizer_path(path)}")
     return 0

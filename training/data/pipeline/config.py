@@ -5,7 +5,9 @@
     models:                                           # local files only: nothing is downloaded
       language_id: models/lid.176.ftz                 # fastText LID (CCNet: lid.176.bin)
       wikiref_classifier: models/wikiref.bin          # `llama-paper train-quality-classifier`
-      ngram: models/cc.arpa                           # KenLM .arpa/.bin (`llama-paper train-ngram`)
+      ngram: models/cc.arpa                           # KenLM .arpa/.bin over SentencePiece pieces, its
+                                                      # tokenizer beside it as models/cc.sp.model
+                                                      # (`llama-paper train-ngram --tokenizer` writes both)
     sources:
       - {name: common_crawl, kind: commoncrawl, input: common_crawl, weight: 67.0, options: {max_perplexity: 3000}}
       - {name: github, kind: github, input: {path: github, glob: "*.jsonl"}, weight: 4.5}

@@ -150,11 +150,27 @@ def ccnet_normalize(line: str) -> str:
     return " ".join(_DIGIT.sub("0", _NON_WORD.sub(" ", line.lower())).split())
 
 
+def ngram_tokenizer_path(model_path: str | Path) -> Path:
+    """The SentencePiece model an n-gram model's pieces come from, kept beside it: `cc-v1.arpa` (or `.arpa.bin`,
+    `.bin`) -> `cc-v1.sp.model` (CCNet's layout: `en.arpa.bin` + `en.sp.model`)."""
+    model_path = Path(model_path)
+    name = model_path.name
+    for suffix in (".bin", ".arpa"):
+        name = name[: -len(suffix)] if name.endswith(suffix) else name
+    return model_path.parent / f"{name}.sp.model"
+
+
+def ngram_pieces(sp, line: str) -> str:
+    """A line as the n-gram model sees it (CCNet): normalised, then SentencePiece pieces joined by spaces."""
+    return " ".join(sp.encode(ccnet_normalize(line), out_type=str))
+
+
 class PerplexityFilter(BaseFilter):
-    """CCNet's n-gram language-model filter on a local KenLM model (`.arpa` or binary): drop documents whose
-    perplexity, 10 ** (-sum log10 p / tokens including </s>) over normalised lines, exceeds `max_perplexity`
-    (reason `perplexity`). The perplexity is kept in `metadata["perplexity"]`. (CCNet scores SentencePiece pieces and
-    buckets by percentile; the paper says only "an n-gram language model".)"""
+    """CCNet's n-gram language-model filter on a local KenLM model (`.arpa` or binary) over SentencePiece pieces
+    (CCNet tokenises with a SentencePiece model before KenLM; ours is the one `llama-paper train-ngram` trained the
+    model with, kept beside it as `<name>.sp.model`): drop documents whose perplexity, 10 ** (-sum log10 p / (pieces
+    + one </s> per line)) over normalised lines, exceeds `max_perplexity` (reason `perplexity`), kept in
+    `metadata["perplexity"]`. (CCNet buckets by percentile; the paper says only "an n-gram language model".)"""
 
     name = "📉 KenLM perplexity"
 
@@ -163,24 +179,33 @@ class PerplexityFilter(BaseFilter):
         if not Path(model_path).is_file():
             raise FileNotFoundError(f"n-gram model {model_path} not found: train one with `llama-paper train-ngram` "
                                     "or give a KenLM .arpa/.bin as models.ngram in the data config.")
+        tokenizer = ngram_tokenizer_path(model_path)
+        if not tokenizer.is_file():
+            raise FileNotFoundError(f"n-gram model {model_path} has no SentencePiece model beside it ({tokenizer}): "
+                                    "the model scores pieces of the tokenizer it was trained with. Retrain it with "
+                                    "`llama-paper train-ngram --tokenizer ...` (which writes both), or copy that "
+                                    f"tokenizer.model to {tokenizer}.")
         try:
             import kenlm  # noqa: F401  (ufal-kenlm's wheel installs the `kenlm` module)
         except ImportError as error:
             raise ImportError("The n-gram filter needs KenLM: pip install ufal-kenlm (or llama-paper[data]).") from error
-        self.model_path, self.max_perplexity = str(model_path), float(max_perplexity)
-        self._model = None
+        self.model_path, self.tokenizer_path = str(model_path), str(tokenizer)
+        self.max_perplexity = float(max_perplexity)
+        self._model = self._sp = None
 
     def perplexity(self, text: str) -> float:
-        """The document's CCNet-style perplexity under the model."""
+        """The document's CCNet-style perplexity under the model, per SentencePiece piece."""
         if self._model is None:
             import kenlm
+            import sentencepiece as spm
             self._model = kenlm.Model(self.model_path)
+            self._sp = spm.SentencePieceProcessor(model_file=self.tokenizer_path)
         log10, tokens = 0.0, 0
         for line in text.splitlines():
-            words = ccnet_normalize(line)
-            if words:
-                log10 += self._model.score(words, bos=True, eos=True)
-                tokens += len(words.split()) + 1
+            pieces = ngram_pieces(self._sp, line)
+            if pieces:
+                log10 += self._model.score(pieces, bos=True, eos=True)
+                tokens += pieces.count(" ") + 2  # pieces + </s>
         return 10 ** (-log10 / tokens) if tokens else float("inf")
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:

@@ -3,8 +3,10 @@
 
 - The paper's "linear model to classify pages used as references in Wikipedia v.s. randomly sampled pages": a
   fastText supervised model over `__label__wikiref` / `__label__random` lines.
-- CCNet's n-gram model: a Kneser-Ney ARPA file written by `arpabo` (pure Python; fine for small corpora and tests),
-  read by KenLM. For web-scale models build KenLM's `lmplz` (C++/Boost) and pass its .arpa/.bin instead.
+- CCNet's n-gram model: a Kneser-Ney ARPA file over SentencePiece pieces (as CCNet), written by `arpabo` (pure
+  Python; fine for small corpora and tests), read by KenLM; the tokenizer is copied beside it (`<name>.sp.model`) so
+  that scoring uses the same pieces. For web-scale models run KenLM's `lmplz` (C++/Boost) on text tokenised the same
+  way (`ngram_pieces`) and put the tokenizer beside its .arpa/.bin.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from .filters import ccnet_normalize
+from .filters import ngram_pieces, ngram_tokenizer_path
 
 # Run by train_quality_classifier in a child process: argv = input file, output file, JSON of fastText's arguments.
 # fastText's SGD occasionally diverges ("Encountered NaN") on tiny corpora: retry with a halved learning rate.
@@ -73,11 +75,20 @@ def train_quality_classifier(positive: Iterable[str], negative: Iterable[str], o
     return output
 
 
-def train_ngram(texts: Iterable[str], output: str | Path, order: int = 3) -> Path:
-    """Train a Kneser-Ney n-gram model on CCNet-normalised lines and write an ARPA file KenLM loads."""
+def train_ngram(texts: Iterable[str], output: str | Path, tokenizer: str | Path, order: int = 3) -> Path:
+    """Train a Kneser-Ney n-gram model on the SentencePiece pieces of CCNet-normalised lines; write an ARPA file
+    KenLM loads, and the tokenizer beside it (`ngram_tokenizer_path`) for the filter to score with."""
+    import shutil
+
+    import sentencepiece as spm
     from arpabo import ArpaBoLM
 
-    corpus = "\n".join(line for text in texts for line in map(ccnet_normalize, text.splitlines()) if line)
+    from .tokenize import resolve_sentencepiece
+
+    sp_model = resolve_sentencepiece(tokenizer)
+    sp = spm.SentencePieceProcessor(model_file=sp_model)
+    corpus = "\n".join(pieces for text in texts for pieces in (ngram_pieces(sp, line) for line in text.splitlines())
+                       if pieces)
     if not corpus:
         raise ValueError("train-ngram needs some text.")
     lm = ArpaBoLM(max_order=order, smoothing_method="kneser_ney")
@@ -90,6 +101,7 @@ def train_ngram(texts: Iterable[str], output: str | Path, order: int = 3) -> Pat
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(arpa, encoding="utf-8")
+    shutil.copyfile(sp_model, ngram_tokenizer_path(output))
     return output
 
 

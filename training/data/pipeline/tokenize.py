@@ -3,7 +3,9 @@
 Each task writes `<rank:05d>.ds` (little-endian token ids: uint16 when the vocabulary fits, else uint32; every
 document is `[BOS] + sentencepiece ids + [EOS]`), `<rank:05d>.ds.index` (uint64 cumulative end offsets of the
 documents: datatrove's DocumentTokenizer layout) and `<rank:05d>.ds.metadata`. The ids are raw SentencePiece's
-(`encode` of the paper's tokenizer.model), which are LlamaPaperTokenizerFast's ids.
+(`encode` of the paper's tokenizer.model), which are LlamaPaperTokenizerFast's ids, computed by `MemoEncoder`
+(sentencepiece per distinct word, memoised: the same ids, several times faster; plain sentencepiece for a model the
+memo cannot be proved exact for).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ def resolve_sentencepiece(path: str | Path) -> str:
 
 
 class SentencePieceShardWriter(PipelineStep):
-    """Terminal step: encode documents in batches with SentencePiece and write this task's token shard."""
+    """Terminal step: encode documents in batches (sentencepiece's ids, memoised per word) and write this task's
+    token shard."""
 
     name = "🔢 SentencePiece shards"
     type = "🔢 - TOKENIZER"
@@ -39,13 +42,13 @@ class SentencePieceShardWriter(PipelineStep):
         self.batch_size, self.num_threads = batch_size, num_threads
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        import sentencepiece as spm
+        from ..memo_encoder import MemoEncoder
 
-        sp = spm.SentencePieceProcessor(model_file=self.model_path)
-        bos, eos = sp.bos_id(), sp.eos_id()
+        encoder = MemoEncoder(self.model_path, num_threads=self.num_threads)
+        bos, eos, vocab = encoder.bos_id, encoder.eos_id, encoder.sp.get_piece_size()
         if bos < 0 or eos < 0:
             raise ValueError(f"{self.model_path} has no BOS/EOS ids; the paper's tokenizer has <s>=1 and </s>=2.")
-        dtype = np.uint16 if sp.get_piece_size() <= 65536 else np.uint32
+        dtype = np.uint16 if vocab <= 65536 else np.uint32
         folder = Path(self.output_folder)
         folder.mkdir(parents=True, exist_ok=True)
         stem = folder / f"{rank:05d}.ds"
@@ -57,15 +60,12 @@ class SentencePieceShardWriter(PipelineStep):
             def flush() -> None:
                 nonlocal total, documents
                 with self.track_time(unit="batch"):
-                    encoded = sp.encode(batch, num_threads=self.num_threads)
-                for ids in encoded:
-                    row = np.empty(len(ids) + 2, dtype=dtype)
-                    row[0], row[1:-1], row[-1] = bos, ids, eos
-                    out.write(row.tobytes())
-                    total += len(row)
-                    ends.append(total)
+                    ids, lengths = encoder.encode_documents(batch)  # [BOS] ids [EOS] per document
+                out.write(ids.astype(dtype).tobytes())
+                ends.extend((total + np.cumsum(lengths)).tolist())
+                total += int(lengths.sum())
                 documents += len(batch)
-                self.stat_update("tokens", value=sum(len(ids) + 2 for ids in encoded))
+                self.stat_update("tokens", value=int(lengths.sum()))
                 batch.clear()
 
             for doc in data:
@@ -78,7 +78,8 @@ class SentencePieceShardWriter(PipelineStep):
         np.asarray(ends, dtype=np.uint64).tofile(f"{stem}.index.partial")
         Path(f"{stem}.metadata.partial").write_text(json.dumps(
             {"tokenizer": self.model_path, "token_size": np.dtype(dtype).itemsize, "tokens": total,
-             "documents": documents, "bos_id": bos, "eos_id": eos, "vocab_size": sp.get_piece_size()}) + "\n")
+             "documents": documents, "bos_id": bos, "eos_id": eos, "vocab_size": vocab,
+             "encoder": "memoised sentencepiece" if encoder.memoised else "sentencepiece"}) + "\n")
         # Renamed once complete: a killed task leaves only .partial files, which its rerun overwrites.
         for suffix in ("", ".index", ".metadata"):
             os.replace(f"{stem}{suffix}.partial", f"{stem}{suffix}")
