@@ -8,8 +8,10 @@ independent pieces, each a run of whole rows (whole heads for q/k, which are per
   into another reused buffer, then written with `pwrite`.
 With `workers` > 1, producer threads read and cast the next pieces while the calling thread writes the current one
 (torch's copies, gguf-py's numpy quantizers and the system calls release the GIL). One thread writes: ext4 takes the
-file's lock for every buffered write, and two writers spin on it. At most `depth` pieces are in flight, so memory
-holds a few MB, not a tensor; buffers are reused because fresh ones cost page faults on every piece.
+file's lock for every buffered write, and two writers spin on it. At most `depth` pieces (32 MB) are in flight, so
+memory holds neither a tensor nor a shard; buffers are reused because fresh ones cost page faults on every piece.
+A window of 4 pieces lost to the sequential loop on a loaded machine (the writer waited on each scheduling delay of
+the producer); 32 won (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 
 # Small enough that a piece's source and output stay in the CPU caches between the read, the cast and the write.
 CHUNK_BYTES = 1 << 20
-DEPTH = 4  # pieces read/cast ahead of the writer
+DEPTH = 32  # pieces read/cast ahead of the writer: enough to ride out a busy machine's scheduling delays
 FLOAT_TYPES = {0: torch.float32, 1: torch.float16, 30: torch.bfloat16}  # GGMLQuantizationType F32, F16, BF16
 
 
@@ -208,7 +210,7 @@ def copy_range(src_fd: int, src_offset: int, out_fd: int, out_offset: int, nbyte
         src_offset, out_offset, nbytes = src_offset + copied, out_offset + copied, nbytes - copied
 
 
-def write_pieces(out_fd: int, pieces: Sequence, workers: int, depth: int = DEPTH) -> None:
+def write_pieces(out_fd: int, pieces: Sequence, workers: int, depth: int | None = None) -> None:
     """Write every piece into `out_fd`: `workers` - 1 threads produce ahead while this thread writes (1: in turn)."""
     writer = DataWriter(out_fd)
     threads = torch.get_num_threads()
@@ -218,7 +220,7 @@ def write_pieces(out_fd: int, pieces: Sequence, workers: int, depth: int = DEPTH
             for piece in pieces:
                 writer.write(writer.produce(piece))
         else:
-            pipelined(writer, pieces, workers - 1, depth)
+            pipelined(writer, pieces, workers - 1, depth or DEPTH)
     finally:
         torch.set_num_threads(threads)
         writer.close()
