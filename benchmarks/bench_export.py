@@ -71,7 +71,8 @@ def timed(step):
     step()
     wall = time.perf_counter() - start
     self1, kids1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = sum(getattr(b, f) - getattr(a, f) for a, b in ((self0, self1), (kids0, kids1)) for f in ("ru_utime", "ru_stime"))
+    pairs = ((self0, self1), (kids0, kids1))
+    cpu = sum(getattr(b, f) - getattr(a, f) for a, b in pairs for f in ("ru_utime", "ru_stime"))
     return wall, cpu
 
 def cp():
@@ -142,8 +143,8 @@ def main() -> None:
         base = child("baselines", work, args.repeats, 0)["runs"]
         cp_s, _ = medians(base["cp"])
         wall, cpu = medians(base["pwrite"])
-        print(f"ceiling, pwrite of {size / 1e9:.2f} GB of new bytes from a 16 MiB buffer: {wall:.2f} s (cpu {cpu:.2f} s) "
-              f"= {wall / cp_s:.2f}x cp -r ({cp_s:.2f} s)")
+        print(f"ceiling, pwrite of {size / 1e9:.2f} GB of new bytes from a 16 MiB buffer: {wall:.2f} s "
+              f"(cpu {cpu:.2f} s) = {wall / cp_s:.2f}x cp -r ({cp_s:.2f} s)")
         for job, label in (("llama", "native folder"), ("f16", "gguf f16"), ("auto", "gguf auto (bf16)")):
             report = child(job, work, args.repeats, args.workers)
             (cp_wall, cp_cpu), (wall, cpu) = medians(report["runs"]["cp"]), medians(report["runs"]["export"])

@@ -16,8 +16,8 @@ from transformers import AutoModelForCausalLM
 from modeling_llama import LlamaPaperConfig, LlamaPaperForCausalLM
 from modeling_llama.cli import main
 from modeling_llama.conversion import gguf_data
-from modeling_llama.conversion.gguf import export_gguf, gguf_name, write_metadata
-from modeling_llama.conversion.native import expected_shapes, paper_config, read_config
+from modeling_llama.conversion.gguf import data_pieces, export_gguf, gguf_name, plan_tensors, write_metadata
+from modeling_llama.conversion.native import check_tensors, expected_shapes, paper_config, read_config
 
 from .conftest import IDS, save_model
 
@@ -60,7 +60,8 @@ def reference_file(model_dir, path, outtype: str, weight_type) -> bytes:
             raw = tensor.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint8)
             writer.add_tensor(out_name, raw, raw_dtype=T.BF16)
         else:
-            writer.add_tensor(out_name, gguf.quants.quantize(tensor.float().numpy(), weight_type), raw_dtype=weight_type)
+            packed = gguf.quants.quantize(tensor.float().numpy(), weight_type)
+            writer.add_tensor(out_name, packed, raw_dtype=weight_type)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -110,10 +111,7 @@ def test_auto_keeps_bf16_bytes_by_kernel_copy_and_transformers_reads_it(bf16_dir
         assert bytes(tensor.data) == expected.contiguous().view(torch.uint8).numpy().tobytes(), tensor.name
     # the unchanged matrices go through copy_file_range, only q/k and the norms through user space
     config = paper_config(read_config(bf16_dir), bf16_dir)
-    from modeling_llama.conversion.gguf import data_pieces, plan_tensors
-    from modeling_llama.conversion.native import check_tensors
-
-    pieces = data_pieces(plan_tensors(check_tensors(bf16_dir, config), "bf16"), 0, {"attn_q": 4, "attn_k": 2}, 1 << 20)
+    pieces = data_pieces(plan_tensors(check_tensors(bf16_dir, config), "bf16"), 0, heads, 1 << 20)
     copied = sum(p.nbytes for p in pieces if isinstance(p, gguf_data.CopyPiece))
     matrices = sum(t.numel() * 2 for n, t in source.items() if t.dim() == 2 and not n.endswith(("q_proj.weight",
                                                                                                   "k_proj.weight")))
