@@ -9,7 +9,7 @@ FORMATS = ("llama", "gguf")
 
 def register_export(subparsers: argparse._SubParsersAction) -> None:
     """Add `llama-paper export --format llama|gguf --model DIR --output PATH`."""
-    from .gguf import OUTTYPES
+    from .gguf import OUTTYPE_CHOICES
 
     parser = subparsers.add_parser(
         "export",
@@ -22,8 +22,9 @@ def register_export(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, help="our model folder (saved by save_pretrained or a run)")
     parser.add_argument("--output", required=True, help="folder (llama) or FILE.gguf (gguf) to create")
     parser.add_argument(
-        "--outtype", choices=list(OUTTYPES), default=None,
-        help="GGUF tensor type of the weight matrices (default f16; norms stay f32); --format gguf only",
+        "--outtype", choices=list(OUTTYPE_CHOICES), default=None,
+        help="GGUF tensor type of the weight matrices (norms stay f32); default auto, as llama.cpp's converter: "
+        "the model's 16-bit type (bf16 stays bf16, its bytes copied unchanged; f32 becomes f16); --format gguf only",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.set_defaults(func=_export)
@@ -39,7 +40,7 @@ def _export(args: argparse.Namespace) -> int:
     else:
         from .gguf import export_gguf
 
-        out = export_gguf(args.model, args.output, outtype=args.outtype or "f16", overwrite=args.overwrite)
+        out = export_gguf(args.model, args.output, outtype=args.outtype or "auto", overwrite=args.overwrite)
     print(f"export: wrote {out}")
     return 0
 

@@ -1,10 +1,12 @@
-"""`llama-paper export --format gguf`: one of our folders -> a llama.cpp GGUF file, one tensor at a time.
+"""`llama-paper export --format gguf`: one of our folders -> a llama.cpp GGUF file, streamed piece by piece.
 
-Written with `gguf` (llama.cpp's own Python library) the way llama.cpp's `convert_hf_to_gguf.py` writes a
-SentencePiece LLaMA: architecture "llama", its metadata keys and tensor names, q/k rows permuted to GGML's
-interleaved rotary pairs, the SentencePiece vocabulary with scores and token types, BOS/EOS/UNK ids. The tensor
-table is written first (from shapes alone), then each tensor is read, converted and appended in turn, so memory
-holds one tensor. The file appears atomically.
+The file is what llama.cpp's `convert_hf_to_gguf.py` writes for a SentencePiece LLaMA: architecture "llama", its
+metadata keys and tensor names, q/k rows permuted to GGML's interleaved rotary pairs, the SentencePiece vocabulary
+with scores and token types, BOS/EOS/UNK ids; the key-values are collected with `gguf` (llama.cpp's own Python
+library). Shapes and types are known before any data is read, so the header goes first (`gguf_header`) and the
+tensor data follows in small pieces written at their offsets by a few threads (`gguf_data`): bytes that do not change
+(`--outtype auto` / bf16 on a bf16 model) are copied by the kernel, the rest is read, permuted and cast a few MB at a
+time. The file appears atomically.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .meta_layout import unpermute_rotary
+from .gguf_data import CHUNK_BYTES, tensor_pieces, write_at, write_pieces
+from .gguf_header import encode_header, pad, tensor_offsets
 from .native import SourceTensor, check_tensors, paper_config, read_config
 
 # --outtype -> (GGML type of 2-D weights, llama.cpp file type name)
@@ -27,6 +29,13 @@ OUTTYPES = {
     "q8_0": ("Q8_0", "MOSTLY_Q8_0"),
     "q4_0": ("Q4_0", "MOSTLY_Q4_0"),
 }
+# "auto" (llama.cpp's default since it has one): the 16-bit type of the source, f16 for float32 sources
+OUTTYPE_CHOICES = ("auto", *OUTTYPES)
+ALIGNMENT = 32  # GGUF_DEFAULT_ALIGNMENT: llama.cpp's files use it (no general.alignment key)
+# SentencePiece piece type -> llama.cpp token type (gguf.TokenType): the numbers are the same, but llama.cpp's
+# `_create_vocab_sentencepiece` asks sp.is_unknown / is_control / is_unused / is_byte, so USER_DEFINED reads NORMAL.
+TOKEN_TYPES = {2: 2, 3: 3, 5: 5, 6: 6}
+NORMAL_TOKEN = 1
 # our name (inside model.layers.N.) -> llama.cpp's (inside blk.N.)
 LAYER_NAMES = {
     "self_attn.q_proj": "attn_q",
@@ -53,26 +62,29 @@ def gguf_name(ours: str) -> str:
 
 @dataclass(frozen=True)
 class GGUFTensor:
-    """One output tensor: its source, GGUF name and GGML type."""
+    """One output tensor: its source, GGUF name, GGML type and size in the file."""
 
     source: SourceTensor
     name: str
-    ggml_type: object  # gguf.GGMLQuantizationType
+    ggml_type: int  # gguf.GGMLQuantizationType
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of its data in the GGUF file (before alignment padding)."""
+        import gguf
+
+        block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(self.ggml_type)]
+        return int(torch.Size(self.source.plan.shape).numel()) // block * type_size
 
 
-def read_tensor(source: SourceTensor) -> torch.Tensor:
-    """One tensor's bytes read straight from its file (no mmap: the pages do not stay in our RSS)."""
-    plan = source.plan
-    data = bytearray(plan.nbytes)
-    with open(source.file, "rb", buffering=0) as handle:
-        handle.seek(source.offset)
-        view, done = memoryview(data), 0
-        while done < plan.nbytes:
-            read = handle.readinto(view[done:])
-            if not read:
-                raise ValueError(f"{source.file} ends inside {plan.name}: the file is truncated; re-save the model.")
-            done += read
-    return torch.frombuffer(data, dtype=plan.dtype).reshape(plan.shape)
+def resolve_outtype(outtype: str, sources: list[SourceTensor]) -> str:
+    """`auto` -> bf16 when the first matrix is bf16, else f16 (llama.cpp's heuristic); others unchanged."""
+    if outtype not in OUTTYPE_CHOICES:
+        raise ValueError(f"--outtype {outtype!r} is not one of {', '.join(OUTTYPE_CHOICES)}; pick one of those.")
+    if outtype != "auto":
+        return outtype
+    first = next((s.plan.dtype for s in sources if len(s.plan.shape) > 1), torch.float16)
+    return "bf16" if first == torch.bfloat16 else "f16"
 
 
 def plan_tensors(sources: list[SourceTensor], outtype: str) -> list[GGUFTensor]:
@@ -94,52 +106,15 @@ def plan_tensors(sources: list[SourceTensor], outtype: str) -> list[GGUFTensor]:
                 f"--outtype {outtype} packs rows in blocks of {block}, but {source.plan.name} has rows of "
                 f"{shape[-1]}; use --outtype f16 (or f32, bf16) for this model."
             )
-        out.append(GGUFTensor(source, gguf_name(source.plan.name), ggml_type))
+        out.append(GGUFTensor(source, gguf_name(source.plan.name), int(ggml_type)))
     return out
 
 
-def encode(tensor: torch.Tensor, ggml_type) -> np.ndarray:
-    """The bytes (as numpy) of `tensor` in GGML type `ggml_type`."""
-    import gguf
-
-    T = gguf.GGMLQuantizationType
-    if ggml_type == T.F32:
-        return tensor.to(torch.float32).numpy()
-    if ggml_type == T.F16:
-        return tensor.to(torch.float16).numpy()
-    if ggml_type == T.BF16:  # bf16 -> bf16 is a byte copy; no need for numpy's missing bfloat16
-        return tensor.to(torch.bfloat16).contiguous().view(torch.int16).numpy().view(np.uint8)
-    return gguf.quants.quantize(tensor.to(torch.float32).numpy(), ggml_type)
-
-
-def ggml_nbytes_shape(shape: tuple[int, ...], ggml_type) -> tuple[np.dtype, tuple[int, ...], int]:
-    """(numpy dtype, numpy shape, bytes) of a tensor of `shape` stored as `ggml_type`."""
-    import gguf
-
-    T = gguf.GGMLQuantizationType
-    plain = {T.F32: np.dtype(np.float32), T.F16: np.dtype(np.float16)}
-    if ggml_type in plain:
-        return plain[ggml_type], shape, int(np.prod(shape)) * plain[ggml_type].itemsize
-    byte_shape = gguf.quants.quant_shape_to_byte_shape(shape, ggml_type)
-    return np.dtype(np.uint8), byte_shape, int(np.prod(byte_shape))
-
-
-def vocabulary(tokenizer_model: Path, vocab_size: int) -> tuple[list[bytes], list[float], list[int]]:
+def vocabulary(spec, tokenizer_model: Path, vocab_size: int) -> tuple[list[bytes], list[float], list[int]]:
     """Pieces (UTF-8), scores and token types per id, as llama.cpp's `_create_vocab_sentencepiece` makes them."""
-    import gguf
-    import sentencepiece as spm
-
-    sp = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
-    types = gguf.TokenType
-    pieces, scores, kinds = [], [], []
-    for i in range(sp.get_piece_size()):
-        kind = (
-            types.UNKNOWN if sp.is_unknown(i) else types.CONTROL if sp.is_control(i)
-            else types.UNUSED if sp.is_unused(i) else types.BYTE if sp.is_byte(i) else types.NORMAL
-        )
-        pieces.append(sp.id_to_piece(i).encode("utf-8"))
-        scores.append(sp.get_score(i))
-        kinds.append(int(kind))
+    pieces = [piece.encode("utf-8") for piece, _, _ in spec.pieces]
+    scores = [score for _, score, _ in spec.pieces]
+    kinds = [TOKEN_TYPES.get(kind, NORMAL_TOKEN) for _, _, kind in spec.pieces]
     if len(pieces) > vocab_size:
         raise ValueError(
             f"{tokenizer_model} has {len(pieces)} pieces but the embedding has {vocab_size} rows: the folder's "
@@ -148,7 +123,7 @@ def vocabulary(tokenizer_model: Path, vocab_size: int) -> tuple[list[bytes], lis
     for i in range(len(pieces), vocab_size):  # embedding rows beyond the tokenizer: llama.cpp's [PAD] tokens
         pieces.append(f"[PAD{i}]".encode())
         scores.append(-1000.0)
-        kinds.append(int(types.UNUSED))
+        kinds.append(5)  # UNUSED
     return pieces, scores, kinds
 
 
@@ -180,8 +155,8 @@ def write_metadata(writer, config, model_dir: Path, outtype: str) -> None:
             f"{tokenizer_model} is missing; a GGUF file carries the SentencePiece vocabulary. Copy the model's "
             "tokenizer.model into the folder."
         )
-    pieces, scores, kinds = vocabulary(tokenizer_model, config.vocab_size)
-    spec = read_sentencepiece_model(tokenizer_model)
+    spec = read_sentencepiece_model(tokenizer_model)  # read once: pieces, scores, types and the settings
+    pieces, scores, kinds = vocabulary(spec, tokenizer_model, config.vocab_size)
     settings_file = model_dir / "tokenizer_config.json"
     settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
     writer.add_tokenizer_model("llama")
@@ -199,54 +174,70 @@ def write_metadata(writer, config, model_dir: Path, outtype: str) -> None:
     writer.add_remove_extra_whitespaces(spec.remove_extra_whitespaces)
 
 
-def write_tensors(writer, tensors: list[GGUFTensor], heads: dict[str, int]) -> None:
-    """Read, permute, convert and append each tensor in table order, holding one at a time."""
-    threads = torch.get_num_threads()
-    # Casts and copies are memory-bound; OpenMP workers only add barriers (10x slower on a loaded machine).
-    torch.set_num_threads(1)
+def gguf_metadata(config, model_dir: Path, outtype: str) -> dict:
+    """The key-values (key -> gguf.GGUFValue) llama.cpp expects, collected by gguf-py's own `GGUFWriter`."""
+    import gguf
+
+    writer = gguf.GGUFWriter(None, arch="llama")  # no file: only its typed key-value table is used
+    write_metadata(writer, config, model_dir, outtype)
+    return writer.kv_data[0]
+
+
+def data_pieces(tensors: list[GGUFTensor], start: int, heads: dict[str, int], chunk_bytes: int) -> list:
+    """Every tensor's pieces, the data section beginning at byte `start` of the file."""
+    offsets = tensor_offsets([t.nbytes for t in tensors], ALIGNMENT)
+    pieces = []
+    for tensor, offset in zip(tensors, offsets, strict=True):
+        plan, kind = tensor.source.plan, tensor.name.split(".")[-2]
+        pieces += tensor_pieces(str(tensor.source.file), tensor.source.offset, plan.shape, plan.dtype,
+                                tensor.ggml_type, heads.get(kind, 0), start + offset, tensor.nbytes, chunk_bytes)
+    return pieces
+
+
+def write_gguf(path: Path, kv_data: dict, tensors: list[GGUFTensor], heads: dict[str, int], *, workers: int,
+               chunk_bytes: int) -> None:
+    """Header, then every tensor's data at its aligned offset; the file is sized first, so padding reads zero."""
+    offsets = tensor_offsets([t.nbytes for t in tensors], ALIGNMENT)
+    infos = [(t.name, t.source.plan.shape, t.ggml_type, o) for t, o in zip(tensors, offsets, strict=True)]
+    header = encode_header(kv_data, infos, ALIGNMENT)
+    size = len(header) + (offsets[-1] + pad(tensors[-1].nbytes, ALIGNMENT) if tensors else 0)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     try:
-        for tensor in tensors:
-            data = read_tensor(tensor.source)
-            kind = tensor.name.split(".")[-2]
-            if kind in heads:  # transformers' rotate-half rows -> GGML's interleaved pairs (llama.cpp permute)
-                data = unpermute_rotary(data, heads[kind])
-            writer.write_tensor_data(encode(data, tensor.ggml_type))
-            del data
+        os.ftruncate(fd, size)  # writes inside the file's size are cheaper than appends that grow it
+        write_at(fd, header, 0)
+        write_pieces(fd, data_pieces(tensors, len(header), heads, chunk_bytes), workers)
     finally:
-        torch.set_num_threads(threads)
+        os.close(fd)
 
 
 def export_gguf(
-    model_dir: str | os.PathLike, output: str | os.PathLike, *, outtype: str = "f16", overwrite: bool = False
+    model_dir: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    outtype: str = "auto",
+    overwrite: bool = False,
+    workers: int | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> Path:
     """Write one of our folders (or a transformers Llama folder) as a llama.cpp GGUF file; returns its path."""
-    import gguf
-
     model_dir, output = Path(model_dir), Path(output)
-    if outtype not in OUTTYPES:
-        raise ValueError(f"--outtype {outtype!r} is not one of {', '.join(OUTTYPES)}; pick one of those.")
+    if outtype not in OUTTYPE_CHOICES:
+        raise ValueError(f"--outtype {outtype!r} is not one of {', '.join(OUTTYPE_CHOICES)}; pick one of those.")
     config = paper_config(read_config(model_dir), model_dir)
     if output.is_dir() or (output.exists() and not overwrite):
         raise FileExistsError(f"{output} already exists; pass --overwrite to replace it or choose another --output.")
-    tensors = plan_tensors(check_tensors(model_dir, config), outtype)
+    sources = check_tensors(model_dir, config)
+    outtype = resolve_outtype(outtype, sources)
+    tensors = plan_tensors(sources, outtype)
+    kv_data = gguf_metadata(config, model_dir, outtype)
     heads = {"attn_q": config.num_attention_heads, "attn_k": config.num_key_value_heads}
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    writer = gguf.GGUFWriter(temporary, arch="llama")
     try:
-        write_metadata(writer, config, model_dir, outtype)
-        for tensor in tensors:  # the tensor table first: shapes and types are known before any data is read
-            dtype, shape, nbytes = ggml_nbytes_shape(tensor.source.plan.shape, tensor.ggml_type)
-            raw = None if dtype != np.uint8 else tensor.ggml_type
-            writer.add_tensor_info(tensor.name, shape, dtype, nbytes, raw_dtype=raw)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        write_tensors(writer, tensors, heads)
-        writer.close()
+        write_gguf(temporary, kv_data, tensors, heads, workers=workers or min(4, os.cpu_count() or 1),
+                   chunk_bytes=chunk_bytes)
         os.replace(temporary, output)
     except BaseException:
-        writer.close()
         temporary.unlink(missing_ok=True)
         raise
     return output
