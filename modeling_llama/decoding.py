@@ -27,6 +27,8 @@ from typing import Callable
 
 import torch
 
+from .greedy_head import CertifiedGreedyHead, greedy_head_for
+
 # Attention implementations that accept an explicit (B, 1, T, L) mask: bool for sdpa, additive float for eager.
 MASKED_ATTENTION = ("sdpa", "eager")
 
@@ -118,6 +120,17 @@ def forward_logits(model: torch.nn.Module, tokens: torch.Tensor, positions: torc
     return out.logits[:, -1].float()
 
 
+def forward_hidden(model: torch.nn.Module, tokens: torch.Tensor, positions: torch.Tensor, columns: torch.Tensor,
+                   valid: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
+    """Final hidden states (B, D) of the last input position (before the output projection); fills `cache`."""
+    cache.columns = columns
+    eager = model.config._attn_implementation == "eager"
+    mask = attention_mask(valid, columns, eager, next(model.parameters()).dtype)
+    out = model.get_decoder()(input_ids=tokens, attention_mask=mask, position_ids=positions, cache=cache,
+                              use_cache=True)
+    return out.last_hidden_state[:, -1]
+
+
 # --- sampling noise: a counter-based hash, so a sample does not depend on which rows share its batch -----------
 _MASK63 = (1 << 63) - 1
 
@@ -182,6 +195,12 @@ def decode_step(model: torch.nn.Module, tokens: torch.Tensor, positions: torch.T
     return next_tokens(logits, sampling, keys, step)
 
 
+def decode_hidden(model: torch.nn.Module, tokens: torch.Tensor, positions: torch.Tensor, column: torch.Tensor,
+                  valid: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
+    """The greedy path's step without the output projection: tokens (B, 1) -> final hidden states (B, D)."""
+    return forward_hidden(model, tokens, positions, column, valid, cache)
+
+
 _COMPILED: dict[str, Callable] = {}
 COMPILE_BACKEND = "inductor"  # tests use "aot_eager" (graph capture without inductor's minutes-long cold build)
 
@@ -196,6 +215,35 @@ def compiled_decode_step(backend: str | None = None) -> Callable:
         options = {"freezing": True} if backend == "inductor" else None
         _COMPILED[backend] = torch.compile(decode_step, backend=backend, options=options, dynamic=None)
     return _COMPILED[backend]
+
+
+def compiled_decode_hidden(backend: str | None = None) -> Callable:
+    """`decode_hidden` under torch.compile, weights frozen as in `compiled_decode_step`."""
+    backend = backend or COMPILE_BACKEND
+    key = "hidden:" + backend
+    if key not in _COMPILED:
+        options = {"freezing": True} if backend == "inductor" else None
+        _COMPILED[key] = torch.compile(decode_hidden, backend=backend, options=options, dynamic=None)
+    return _COMPILED[key]
+
+
+# Certified fp16 output heads (greedy_head.py), one per model, rebuilt when its weight changes.
+_HEADS: "weakref.WeakKeyDictionary[torch.nn.Module, CertifiedGreedyHead]" = weakref.WeakKeyDictionary()
+
+
+def certified_head(model: torch.nn.Module, sampling: Sampling, enabled: bool | None) -> CertifiedGreedyHead | None:
+    """The head that picks greedy tokens from an fp16 copy with an exact f32 recompute, or None (full logits).
+
+    Used for greedy decoding of float32 CPU models (enabled None = where it applies; False = never)."""
+    if enabled is False or not sampling.greedy:
+        return None
+    if next(model.parameters()).device.type != "cpu":
+        return None  # on accelerators the f32 head is not the bottleneck the same way; keep the full logits
+    head = greedy_head_for(model, _HEADS)
+    if head is None and enabled:
+        raise ValueError("greedy_head=True needs a float32 CPU model with a bias-free nn.Linear output projection "
+                         "within fp16 range (and torch's FBGEMM engine); pass greedy_head=None or False.")
+    return head
 
 
 # compile=None ("auto"): decode eagerly until a model has taken this many steps in this process, then compile.
@@ -230,7 +278,8 @@ def generate_tokens(model: torch.nn.Module, prompts: list[list[int]], max_new_to
                     sampling: Sampling = GREEDY, num_samples: int | list[int] = 1, *,
                     eos_token_ids: tuple[int, ...] = (), stop: Callable[[list[int]], bool] | None = None,
                     pad_token_id: int = 0, compile: bool | None = None,
-                    on_token: Callable[[list[int]], None] | None = None) -> list[list[list[int]]]:
+                    on_token: Callable[[list[int]], None] | None = None,
+                    greedy_head: bool | None = None) -> list[list[list[int]]]:
     """New tokens for `num_samples` samples of each prompt: result[p][j] is the j-th requested sample of prompt p.
 
     `num_samples` is a count k (samples 0..k-1) or the list of sample indices to draw: sample i of a prompt is the
@@ -239,6 +288,10 @@ def generate_tokens(model: torch.nn.Module, prompts: list[list[int]], max_new_to
     A row stops after an EOS token, or once `stop(row tokens)` is true (the tokens that made it true are kept), or
     after `max_new_tokens`. Prompts are prefilled once, left-padded together; their cache rows are then copied for
     the samples. Rows that finish are dropped from the batch. `on_token` receives each step's tokens (streaming).
+
+    Greedy decoding of a float32 CPU model picks each token with `greedy_head.CertifiedGreedyHead` (the f32 argmax
+    from an fp16 copy of the output projection and an exact recompute of the contenders); `greedy_head=False`
+    computes the full f32 logits instead.
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate_tokens needs at least one prompt, and every prompt needs at least one token.")
@@ -248,6 +301,10 @@ def generate_tokens(model: torch.nn.Module, prompts: list[list[int]], max_new_to
     width = max(len(p) for p in prompts)
     ids, valid, positions = left_pad(prompts, width + max_new_tokens, pad_token_id, device)
     cache = StaticKVCache.for_model(model, len(prompts), width + max_new_tokens)
+    head = certified_head(model, sampling, greedy_head) if num_samples == 1 else None
+    if head is not None:
+        return _greedy_with_head(model, head, prompts, ids, valid, positions, cache, width, max_new_tokens,
+                                 eos_token_ids, stop, compile, on_token)
     logits = forward_logits(model, ids, positions, torch.arange(width, device=device), valid, cache)
     keys = torch.cat([sample_keys(sampling.seed, p, indices) for p in prompts]).to(device)
     if num_samples > 1:  # share the prefill: copy each prompt's cache row for its samples
@@ -280,3 +337,36 @@ def generate_tokens(model: torch.nn.Module, prompts: list[list[int]], max_new_to
                         torch.tensor(step + 1, device=device))
         position = position + 1
     return [out[p * num_samples:(p + 1) * num_samples] for p in range(len(prompts))]
+
+
+def _greedy_with_head(model: torch.nn.Module, head: CertifiedGreedyHead, prompts: list[list[int]], ids: torch.Tensor,
+                      valid: torch.Tensor, positions: torch.Tensor, cache: StaticKVCache, width: int,
+                      max_new_tokens: int, eos_token_ids: tuple[int, ...], stop: Callable[[list[int]], bool] | None,
+                      compile: bool | None, on_token: Callable[[list[int]], None] | None) -> list[list[list[int]]]:
+    """generate_tokens' greedy loop with one sample per prompt: the (compiled) stack gives hidden states, `head`
+    the tokens. Same stopping and row-dropping rules."""
+    device = ids.device
+    step_fn = compiled_decode_hidden() if use_compiled(model, compile, max_new_tokens) else decode_hidden
+    out: list[list[int]] = [[] for _ in prompts]
+    live = list(range(len(out)))
+    token = head.argmax(forward_hidden(model, ids, positions, torch.arange(width, device=device), valid, cache))
+    position = positions[:, -1:] + 1
+    for step in range(max_new_tokens):
+        new = token.tolist()
+        if on_token is not None:
+            on_token(new)
+        keep = []
+        for row, (index, t) in enumerate(zip(live, new)):
+            out[index].append(t)
+            if not (t in eos_token_ids or (stop is not None and stop(out[index]))):
+                keep.append(row)
+        if not keep or step == max_new_tokens - 1:
+            break
+        if len(keep) < len(live):
+            index = torch.tensor(keep, device=device)
+            cache, valid, token, position = cache.select_rows(index), valid[index], token[index], position[index]
+            live = [live[r] for r in keep]
+        column = torch.tensor([width + step], device=device)
+        token = head.argmax(step_fn(model, token[:, None], position, column, valid, cache))
+        position = position + 1
+    return [[tokens] for tokens in out]

@@ -122,3 +122,43 @@ def test_transformers_llama_decodes_through_the_same_path():
     batch = prompts((11, 7, 3))
     assert supports_fast_decoding(ref)
     assert [g[0] for g in generate_tokens(ref, batch, 8)] == reference_greedy(ref, batch, 8)
+
+
+def briefly_trained(kv_heads: int = 2) -> LlamaPaperForCausalLM:
+    """A tiny model with default (near-tie-prone) init, trained 12 steps on counting sequences: realistic logits."""
+    torch.manual_seed(3)
+    config = LlamaPaperConfig.from_preset("tiny", vocab_size=VOCAB, num_key_value_heads=kv_heads)
+    model = LlamaPaperForCausalLM(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(12):
+        start, stride = torch.randint(3, VOCAB, (8, 1)), torch.randint(1, 4, (8, 1))
+        ids = 3 + (start + stride * torch.arange(24)) % (VOCAB - 3)
+        model(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return model.eval()
+
+
+def test_certified_head_greedy_equals_generate_on_trained_and_random_models(monkeypatch):
+    """Greedy tokens through the fp16 head + exact recompute (greedy_head.py) are generate()'s, batch 1 and padded,
+    eager; compiled (aot_eager) on the trained model's padded batch (test_compiled_greedy_equals_generate covers
+    the other compiled shapes, inductor included, through the same head)."""
+    from modeling_llama import greedy_head
+
+    monkeypatch.setattr(decoding, "COMPILE_BACKEND", "aot_eager")
+    calls = []
+    real = greedy_head.CertifiedGreedyHead.argmax
+    monkeypatch.setattr(greedy_head.CertifiedGreedyHead, "argmax", lambda self, h: calls.append(1) or real(self, h))
+    torch.manual_seed(4)
+    random_default_init = LlamaPaperForCausalLM(LlamaPaperConfig.from_preset("tiny", vocab_size=VOCAB)).eval()
+    trained = briefly_trained()
+    runs = [(trained, (9,), False), (trained, (11, 7, 3), False), (trained, (11, 7, 3), True),
+            (random_default_init, (9,), False), (random_default_init, (11, 7, 3), False)]
+    for model, lengths, compile in runs:
+        batch = prompts(lengths)
+        got = generate_tokens(model, batch, 10, GREEDY, compile=compile)
+        assert [g[0] for g in got] == reference_greedy(model, batch, 10)
+    assert len(calls) == len(runs) * 10  # every token of every run came from the certified head
+    # And the full-logits path (greedy_head=False) agrees, without touching the head.
+    assert generate_tokens(model, batch, 10, GREEDY, greedy_head=False) == got
+    assert len(calls) == len(runs) * 10
