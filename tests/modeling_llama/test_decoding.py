@@ -141,8 +141,8 @@ def briefly_trained(kv_heads: int = 2) -> LlamaPaperForCausalLM:
 
 def test_certified_head_greedy_equals_generate_on_trained_and_random_models(monkeypatch):
     """Greedy tokens through the fp16 head + exact recompute (greedy_head.py) are generate()'s, batch 1 and padded,
-    eager; compiled (aot_eager) on the trained model's padded batch (test_compiled_greedy_equals_generate covers
-    the other compiled shapes, inductor included, through the same head)."""
+    eager; compiled (aot_eager) on the trained model's padded batch with rows stopping early
+    (test_compiled_greedy_equals_generate covers the other compiled shapes, inductor included, through the head)."""
     from modeling_llama import greedy_head
 
     monkeypatch.setattr(decoding, "COMPILE_BACKEND", "aot_eager")
@@ -152,13 +152,20 @@ def test_certified_head_greedy_equals_generate_on_trained_and_random_models(monk
     torch.manual_seed(4)
     random_default_init = LlamaPaperForCausalLM(LlamaPaperConfig.from_preset("tiny", vocab_size=VOCAB)).eval()
     trained = briefly_trained()
-    runs = [(trained, (9,), False), (trained, (11, 7, 3), False), (trained, (11, 7, 3), True),
-            (random_default_init, (9,), False), (random_default_init, (11, 7, 3), False)]
-    for model, lengths, compile in runs:
+    runs = [(trained, (9,)), (trained, (11, 7, 3)), (random_default_init, (9,)), (random_default_init, (11, 7, 3))]
+    for model, lengths in runs:
         batch = prompts(lengths)
-        got = generate_tokens(model, batch, 10, GREEDY, compile=compile)
+        got = generate_tokens(model, batch, 10, GREEDY, compile=False)
         assert [g[0] for g in got] == reference_greedy(model, batch, 10)
     assert len(calls) == len(runs) * 10  # every token of every run came from the certified head
+    # Compiled, on a padded batch whose first row finishes early: the batch shrinks 2 -> 1 (each new shape runs
+    # once with dynamo's guards, the steps after it without: decoding.skipping_guards).
+    trained_batch = prompts((11, 5))
+    full = reference_greedy(trained, trained_batch, 10)
+    stopped = generate_tokens(trained, trained_batch, 10, GREEDY, compile=True,
+                              stop=lambda toks: toks == full[0][:4])
+    assert [s[0] for s in stopped] == [full[0][:4], full[1]]
+    calls.clear()
     # And the full-logits path (greedy_head=False) agrees, without touching the head.
     assert generate_tokens(model, batch, 10, GREEDY, greedy_head=False) == got
-    assert len(calls) == len(runs) * 10
+    assert not calls
