@@ -3,8 +3,9 @@
 Why not `model.generate()`: on a CPU (and for small models anywhere) most of a decode step is spent outside the
 model's arithmetic: a growing `DynamicCache` (`torch.cat` every step), logits processors, stopping criteria and mask
 rebuilding in Python. Here the step is a small pure function of tensors, `decode_step`, over a cache whose shape never
-changes, so `torch.compile` turns it into one graph (transformers compiles generate() only on accelerators), and the
-weights are frozen and pre-packed for the CPU's matrix-vector kernels.
+changes, so `torch.compile` turns it into one graph (transformers compiles generate() only on accelerators). Greedy
+decoding on CPU also skips the full f32 output projection (greedy_head.py: an fp16 copy, a rigorous error bound and an
+exact recompute of the few contenders give the f32 argmax).
 
 Three things the evaluation suite needs on top of that:
 - a left-padded batch of prompts (rows sorted by length by the caller) decoded together;
@@ -207,25 +208,36 @@ COMPILE_BACKEND = "inductor"  # tests use "aot_eager" (graph capture without ind
 
 
 def compiled_decode_step(backend: str | None = None) -> Callable:
-    """`decode_step` under torch.compile; with inductor the weights are frozen into the graph (compiled per model)."""
+    """`decode_step` under torch.compile (inductor by default; compiled per model and shape)."""
     backend = backend or COMPILE_BACKEND
     if backend not in _COMPILED:
-        # Freezing folds the weights into the graph as constants and pre-packs them for oneDNN's kernels on CPU:
-        # batch-1 decoding is bound by reading the weights, and the packed layout reads them ~2x faster. It also
-        # means weights changed in place after the first call are not seen: decode a trained model in a new process.
-        options = {"freezing": True} if backend == "inductor" else None
-        _COMPILED[backend] = torch.compile(decode_step, backend=backend, options=options, dynamic=None)
+        # Freezing is asked for (weights folded in as constants, pre-packed for the CPU's kernels), but with torch
+        # 2.13 it does not happen here: the generated code (TORCH_LOGS=output_code, checked 2026-12-07) still takes
+        # the parameters as graph inputs (dynamo inlines the modules) and multiplies them with extern mm kernels.
+        _COMPILED[backend] = torch.compile(decode_step, backend=backend, options=_options(backend), dynamic=None)
     return _COMPILED[backend]
 
 
 def compiled_decode_hidden(backend: str | None = None) -> Callable:
-    """`decode_hidden` under torch.compile, weights frozen as in `compiled_decode_step`."""
+    """`decode_hidden` under torch.compile, with the options of `compiled_decode_step`."""
     backend = backend or COMPILE_BACKEND
     key = "hidden:" + backend
     if key not in _COMPILED:
-        options = {"freezing": True} if backend == "inductor" else None
-        _COMPILED[key] = torch.compile(decode_hidden, backend=backend, options=options, dynamic=None)
+        _COMPILED[key] = torch.compile(decode_hidden, backend=backend, options=_options(backend), dynamic=None)
     return _COMPILED[key]
+
+
+def _options(backend: str) -> dict | None:
+    """Inductor options for the decode steps.
+
+    `decompose_mm_pass` rewrites a matrix product with one row (batch-1 decoding) and both weight dimensions <= 2048
+    (inductor's CPU limits: the layers' projections, not the output projection) into a multiply-and-sum that inductor
+    generates and fuses itself. On this AMD CPU MKL's sgemm reads a one-row product's weight at 5-7 GB/s; the
+    generated reduction made a `small` step ~30% faster (benchmarks/RESULTS.md). The sums run in another order, so
+    logits differ from eager in the last bits, as any compiled graph's do."""
+    if backend != "inductor":
+        return None
+    return {"freezing": True, "post_grad_fusion_options": {"decompose_mm_pass": {}}}
 
 
 # Certified fp16 output heads (greedy_head.py), one per model, rebuilt when its weight changes.

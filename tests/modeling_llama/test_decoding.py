@@ -46,14 +46,13 @@ def test_static_cache_greedy_equals_generate(kv_heads, lengths):
 def test_compiled_greedy_equals_generate(kv_heads, backend, monkeypatch):
     """The compiled decode step gives generate()'s tokens on a left-padded batch (and batch 1: a recompile).
 
-    Inductor (frozen, pre-packed weights: what `--compile` runs) on one config and shape, since a cold inductor
-    build takes a minute on 2 cores; aot_eager traces the same graph (cache mutation, 4D mask, argmax) without
-    inductor's code generation, on the other config and both shapes. benchmarks/bench_generate.py checks the
-    inductor batch-1 tokens on the small preset.
+    Inductor (what `--compile` runs) on one config, since a cold inductor build takes tens of seconds on 2 cores;
+    aot_eager traces the same graph (cache mutation, 4D mask, argmax) without inductor's code generation, on the
+    other config. benchmarks/bench_generate.py checks the inductor batch-1 tokens on the small preset too.
     """
     monkeypatch.setattr(decoding, "COMPILE_BACKEND", backend)
     model = tiny(kv_heads)
-    for lengths in ((11, 7, 3),) + (((9,),) if backend == "aot_eager" else ()):
+    for lengths in ((11, 7, 3), (9,)):  # batch 1: inductor's decompose_mm_pass rewrites its one-row products
         batch = prompts(lengths)
         got = generate_tokens(model, batch, 6, GREEDY, compile=True)
         assert [g[0] for g in got] == reference_greedy(model, batch, 6)
