@@ -1,12 +1,14 @@
 """Generation speed: our decoding (modeling_llama/decoding.py) against transformers' generate() and lm_eval --model hf.
 
-One saved random LlamaPaperForCausalLM ("small" preset by default, real 32000-token LLaMA tokenizer), same weights,
-prompts and documents for every side, all in this process:
+One saved LlamaPaperForCausalLM ("small" preset by default, real 32000-token LLaMA tokenizer; random, or trained
+`--train-steps` steps on the fixture corpus, or any saved folder given by `--model`), same weights, prompts and
+documents for every side, all in this process:
 
 1. `generate`: batch-1 greedy decoding of one prompt, `llama-paper generate`'s path (`generate_text(...,
    temperature=0, compile=True)`) vs `model.generate(**inputs, max_new_tokens=N, do_sample=False)` with
    transformers' defaults. The compile (first call) is timed separately; then alternating runs, the fastest counts.
-   The tokens must be identical.
+   The tokens must be identical. Besides wall time, the thread CPU time of each side is printed: on a machine shared
+   with other jobs it is the steadier figure (it leaves out time spent descheduled, not cache or memory contention).
 2. `gsm8k`: the harness task (5 shots, greedy, until "Question:", 256 new tokens) end to end: our
    `runner.evaluate_task` vs `lm_eval.simple_evaluate(model="hf")` on the same documents, batch size and model;
    the completions must be identical.
@@ -15,6 +17,7 @@ prompts and documents for every side, all in this process:
    samples). Generation only: executing the programs costs both sides the same.
 
     python benchmarks/bench_generate.py --parts generate,gsm8k,humaneval --preset small --limit 8 --num-samples 10
+    python benchmarks/bench_generate.py --parts generate --threads 1 --train-steps 100   # a briefly trained model
 """
 
 from __future__ import annotations
@@ -33,19 +36,45 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "fixtures" / "eval"
 TOKENIZER = ROOT / "tests" / "fixtures" / "llama-tokenizer" / "tokenizer.model"
+CORPUS = ROOT / "tests" / "fixtures" / "data-pipeline"
 PROMPT = "The LLaMA models were trained on publicly available data: CommonCrawl, C4, GitHub, Wikipedia, books,"
 
 
-def save_model(folder: Path, preset: str) -> None:
-    """A random LLaMA of the given preset with the real tokenizer, saved for AutoModelForCausalLM."""
+def save_model(folder: Path, preset: str, train_steps: int = 0) -> None:
+    """A LLaMA of the given preset with the real tokenizer (random, or trained briefly), saved for from_pretrained."""
     import torch
 
     from modeling_llama import LlamaPaperConfig, LlamaPaperForCausalLM, LlamaPaperTokenizerFast
 
     torch.manual_seed(0)
     config = LlamaPaperConfig.from_preset(preset, vocab_size=32000, max_position_embeddings=2048)
-    LlamaPaperForCausalLM(config).save_pretrained(folder)
-    LlamaPaperTokenizerFast(vocab_file=str(TOKENIZER)).save_pretrained(folder)
+    model = LlamaPaperForCausalLM(config)
+    tokenizer = LlamaPaperTokenizerFast(vocab_file=str(TOKENIZER))
+    if train_steps:
+        train_briefly(model, tokenizer, train_steps)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def train_briefly(model, tokenizer, steps: int, batch: int = 8, length: int = 64) -> None:
+    """AdamW on the fixture corpus (books, Wikipedia, C4 samples): logits shaped like a real model's, not random."""
+    import torch
+
+    texts = [json.loads(line)["text"] for part in ("books", "wikipedia", "c4")
+             for f in sorted((CORPUS / part).glob("*.jsonl")) for line in f.read_text().splitlines()]
+    ids = torch.tensor([t for text in texts for t in tokenizer(text)["input_ids"]])
+    windows = ids[: len(ids) // length * length].view(-1, length)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.1)
+    start = time.perf_counter()
+    for step in range(steps):
+        rows = windows[torch.randint(len(windows), (batch,))]
+        loss = model(input_ids=rows, labels=rows).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    print(f"trained {steps} steps ({len(windows)} windows of {length} tokens): last loss {loss.item():.2f}, "
+          f"{time.perf_counter() - start:.0f} s")
+    model.eval()
 
 
 def timed(fn):
@@ -53,6 +82,13 @@ def timed(fn):
     start = time.perf_counter()
     out = fn()
     return time.perf_counter() - start, out
+
+
+def timed_cpu(fn):
+    """(wall seconds, this thread's CPU seconds, result) of one call."""
+    start, cpu = time.perf_counter(), time.thread_time()
+    out = fn()
+    return time.perf_counter() - start, time.thread_time() - cpu, out
 
 
 def bench_generate(folder: Path, new_tokens: int, repeats: int) -> None:
@@ -67,20 +103,24 @@ def bench_generate(folder: Path, new_tokens: int, repeats: int) -> None:
     theirs = lambda: model.generate(**ids, max_new_tokens=new_tokens, do_sample=False)  # noqa: E731
     with torch.inference_mode():
         first, text = timed(ours)
-        best_ours, best_theirs = float("inf"), float("inf")
+        wall = {"ours": float("inf"), "theirs": float("inf")}
+        cpu, results = dict(wall), {}
         for _ in range(repeats):
-            t, out = timed(theirs)
-            best_theirs = min(best_theirs, t)
-            t, text = timed(ours)
-            best_ours = min(best_ours, t)
+            for side, fn in (("theirs", theirs), ("ours", ours)):
+                t, c, results[side] = timed_cpu(fn)
+                wall[side], cpu[side] = min(wall[side], t), min(cpu[side], c)
+    out, text = results["theirs"], results["ours"]
     ref = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
     assert text == ref, f"greedy tokens differ:\n{text!r}\n{ref!r}"
     n = out.shape[1] - ids["input_ids"].shape[1]
     print(f"[generate] batch-1 greedy, {n} new tokens, prompt {ids['input_ids'].shape[1]} tokens; same text: True")
-    print(f"  first call (compile + decode): {first:.1f} s; compile ~ {first - best_ours:.1f} s")
-    print(f"  transformers generate(): {best_theirs / n * 1e3:.2f} ms/token")
-    print(f"  llama-paper generate:    {best_ours / n * 1e3:.2f} ms/token")
-    print(f"  ratio (generate() time / ours): {best_theirs / best_ours:.2f}x")
+    print(f"  first call (compile + decode): {first:.1f} s; compile ~ {first - wall['ours']:.1f} s")
+    print(f"  transformers generate(): {wall['theirs'] / n * 1e3:.2f} ms/token (thread CPU "
+          f"{cpu['theirs'] / n * 1e3:.2f} ms/token)")
+    print(f"  llama-paper generate:    {wall['ours'] / n * 1e3:.2f} ms/token (thread CPU "
+          f"{cpu['ours'] / n * 1e3:.2f} ms/token)")
+    print(f"  ratio (generate() time / ours): {wall['theirs'] / wall['ours']:.2f}x  "
+          f"(thread CPU time: {cpu['theirs'] / cpu['ours']:.2f}x)")
 
 
 def gsm8k_yaml(folder: Path, limit: int) -> tuple[str, Path]:
@@ -179,6 +219,9 @@ def main() -> None:
     parser.add_argument("--max-gen-toks", type=int, default=1024, help="humaneval new tokens (task default 1024)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--model", default=None, help="a saved model folder to use instead of a new small model")
+    parser.add_argument("--train-steps", type=int, default=0,
+                        help="train the new model this many AdamW steps on the fixture corpus first (0: random)")
     args = parser.parse_args()
     import torch
     import transformers
@@ -190,7 +233,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder, work = Path(tmp) / "model", Path(tmp) / "work"
         work.mkdir()
-        save_model(folder, args.preset)
+        if args.model:
+            folder = Path(args.model)
+        else:
+            save_model(folder, args.preset, args.train_steps)
         parts = args.parts.split(",")
         if "generate" in parts:
             bench_generate(folder, args.new_tokens, args.repeats)

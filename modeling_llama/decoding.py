@@ -3,8 +3,9 @@
 Why not `model.generate()`: on a CPU (and for small models anywhere) most of a decode step is spent outside the
 model's arithmetic: a growing `DynamicCache` (`torch.cat` every step), logits processors, stopping criteria and mask
 rebuilding in Python. Here the step is a small pure function of tensors, `decode_step`, over a cache whose shape never
-changes, so `torch.compile` turns it into one graph (transformers compiles generate() only on accelerators), and the
-weights are frozen and pre-packed for the CPU's matrix-vector kernels.
+changes, so `torch.compile` turns it into one graph (transformers compiles generate() only on accelerators). Greedy
+decoding on CPU also skips the full f32 output projection (greedy_head.py: an fp16 copy, a rigorous error bound and an
+exact recompute of the few contenders give the f32 argmax).
 
 Three things the evaluation suite needs on top of that:
 - a left-padded batch of prompts (rows sorted by length by the caller) decoded together;
@@ -20,12 +21,15 @@ The model code knows nothing of this: any causal LM whose forward accepts `cache
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import weakref
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+
+from .greedy_head import CertifiedGreedyHead, greedy_head_for
 
 # Attention implementations that accept an explicit (B, 1, T, L) mask: bool for sdpa, additive float for eager.
 MASKED_ATTENTION = ("sdpa", "eager")
@@ -118,6 +122,17 @@ def forward_logits(model: torch.nn.Module, tokens: torch.Tensor, positions: torc
     return out.logits[:, -1].float()
 
 
+def forward_hidden(model: torch.nn.Module, tokens: torch.Tensor, positions: torch.Tensor, columns: torch.Tensor,
+                   valid: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
+    """Final hidden states (B, D) of the last input position (before the output projection); fills `cache`."""
+    cache.columns = columns
+    eager = model.config._attn_implementation == "eager"
+    mask = attention_mask(valid, columns, eager, next(model.parameters()).dtype)
+    out = model.get_decoder()(input_ids=tokens, attention_mask=mask, position_ids=positions, cache=cache,
+                              use_cache=True)
+    return out.last_hidden_state[:, -1]
+
+
 # --- sampling noise: a counter-based hash, so a sample does not depend on which rows share its batch -----------
 _MASK63 = (1 << 63) - 1
 
@@ -182,20 +197,66 @@ def decode_step(model: torch.nn.Module, tokens: torch.Tensor, positions: torch.T
     return next_tokens(logits, sampling, keys, step)
 
 
+def decode_hidden(model: torch.nn.Module, tokens: torch.Tensor, positions: torch.Tensor, column: torch.Tensor,
+                  valid: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
+    """The greedy path's step without the output projection: tokens (B, 1) -> final hidden states (B, D)."""
+    return forward_hidden(model, tokens, positions, column, valid, cache)
+
+
 _COMPILED: dict[str, Callable] = {}
 COMPILE_BACKEND = "inductor"  # tests use "aot_eager" (graph capture without inductor's minutes-long cold build)
 
 
 def compiled_decode_step(backend: str | None = None) -> Callable:
-    """`decode_step` under torch.compile; with inductor the weights are frozen into the graph (compiled per model)."""
+    """`decode_step` under torch.compile (inductor by default; compiled per model and shape)."""
     backend = backend or COMPILE_BACKEND
     if backend not in _COMPILED:
-        # Freezing folds the weights into the graph as constants and pre-packs them for oneDNN's kernels on CPU:
-        # batch-1 decoding is bound by reading the weights, and the packed layout reads them ~2x faster. It also
-        # means weights changed in place after the first call are not seen: decode a trained model in a new process.
-        options = {"freezing": True} if backend == "inductor" else None
-        _COMPILED[backend] = torch.compile(decode_step, backend=backend, options=options, dynamic=None)
+        # Freezing is asked for (weights folded in as constants, pre-packed for the CPU's kernels), but with torch
+        # 2.13 it does not happen here: the generated code (TORCH_LOGS=output_code, checked 2026-12-07) still takes
+        # the parameters as graph inputs (dynamo inlines the modules) and multiplies them with extern mm kernels.
+        _COMPILED[backend] = torch.compile(decode_step, backend=backend, options=_options(backend), dynamic=None)
     return _COMPILED[backend]
+
+
+def compiled_decode_hidden(backend: str | None = None) -> Callable:
+    """`decode_hidden` under torch.compile, with the options of `compiled_decode_step`."""
+    backend = backend or COMPILE_BACKEND
+    key = "hidden:" + backend
+    if key not in _COMPILED:
+        _COMPILED[key] = torch.compile(decode_hidden, backend=backend, options=_options(backend), dynamic=None)
+    return _COMPILED[key]
+
+
+def _options(backend: str) -> dict | None:
+    """Inductor options for the decode steps.
+
+    `decompose_mm_pass` rewrites a matrix product with one row (batch-1 decoding) and both weight dimensions <= 2048
+    (inductor's CPU limits: the layers' projections, not the output projection) into a multiply-and-sum that inductor
+    generates and fuses itself. On this AMD CPU MKL's sgemm reads a one-row product's weight at 5-7 GB/s; the
+    generated reduction made a `small` step ~30% faster (benchmarks/RESULTS.md). The sums run in another order, so
+    logits differ from eager in the last bits, as any compiled graph's do."""
+    if backend != "inductor":
+        return None
+    return {"freezing": True, "post_grad_fusion_options": {"decompose_mm_pass": {}}}
+
+
+# Certified fp16 output heads (greedy_head.py), one per model, rebuilt when its weight changes.
+_HEADS: "weakref.WeakKeyDictionary[torch.nn.Module, CertifiedGreedyHead]" = weakref.WeakKeyDictionary()
+
+
+def certified_head(model: torch.nn.Module, sampling: Sampling, enabled: bool | None) -> CertifiedGreedyHead | None:
+    """The head that picks greedy tokens from an fp16 copy with an exact f32 recompute, or None (full logits).
+
+    Used for greedy decoding of float32 CPU models (enabled None = where it applies; False = never)."""
+    if enabled is False or not sampling.greedy:
+        return None
+    if next(model.parameters()).device.type != "cpu":
+        return None  # on accelerators the f32 head is not the bottleneck the same way; keep the full logits
+    head = greedy_head_for(model, _HEADS)
+    if head is None and enabled:
+        raise ValueError("greedy_head=True needs a float32 CPU model with a bias-free nn.Linear output projection "
+                         "within fp16 range (and torch's FBGEMM engine); pass greedy_head=None or False.")
+    return head
 
 
 # compile=None ("auto"): decode eagerly until a model has taken this many steps in this process, then compile.
@@ -230,7 +291,8 @@ def generate_tokens(model: torch.nn.Module, prompts: list[list[int]], max_new_to
                     sampling: Sampling = GREEDY, num_samples: int | list[int] = 1, *,
                     eos_token_ids: tuple[int, ...] = (), stop: Callable[[list[int]], bool] | None = None,
                     pad_token_id: int = 0, compile: bool | None = None,
-                    on_token: Callable[[list[int]], None] | None = None) -> list[list[list[int]]]:
+                    on_token: Callable[[list[int]], None] | None = None,
+                    greedy_head: bool | None = None) -> list[list[list[int]]]:
     """New tokens for `num_samples` samples of each prompt: result[p][j] is the j-th requested sample of prompt p.
 
     `num_samples` is a count k (samples 0..k-1) or the list of sample indices to draw: sample i of a prompt is the
@@ -239,6 +301,10 @@ def generate_tokens(model: torch.nn.Module, prompts: list[list[int]], max_new_to
     A row stops after an EOS token, or once `stop(row tokens)` is true (the tokens that made it true are kept), or
     after `max_new_tokens`. Prompts are prefilled once, left-padded together; their cache rows are then copied for
     the samples. Rows that finish are dropped from the batch. `on_token` receives each step's tokens (streaming).
+
+    Greedy decoding of a float32 CPU model picks each token with `greedy_head.CertifiedGreedyHead` (the f32 argmax
+    from an fp16 copy of the output projection and an exact recompute of the contenders); `greedy_head=False`
+    computes the full f32 logits instead.
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate_tokens needs at least one prompt, and every prompt needs at least one token.")
@@ -248,6 +314,10 @@ def generate_tokens(model: torch.nn.Module, prompts: list[list[int]], max_new_to
     width = max(len(p) for p in prompts)
     ids, valid, positions = left_pad(prompts, width + max_new_tokens, pad_token_id, device)
     cache = StaticKVCache.for_model(model, len(prompts), width + max_new_tokens)
+    head = certified_head(model, sampling, greedy_head) if num_samples == 1 else None
+    if head is not None:
+        return _greedy_with_head(model, head, prompts, ids, valid, positions, cache, width, max_new_tokens,
+                                 eos_token_ids, stop, compile, on_token)
     logits = forward_logits(model, ids, positions, torch.arange(width, device=device), valid, cache)
     keys = torch.cat([sample_keys(sampling.seed, p, indices) for p in prompts]).to(device)
     if num_samples > 1:  # share the prefill: copy each prompt's cache row for its samples
@@ -280,3 +350,54 @@ def generate_tokens(model: torch.nn.Module, prompts: list[list[int]], max_new_to
                         torch.tensor(step + 1, device=device))
         position = position + 1
     return [out[p * num_samples:(p + 1) * num_samples] for p in range(len(prompts))]
+
+
+def _greedy_with_head(model: torch.nn.Module, head: CertifiedGreedyHead, prompts: list[list[int]], ids: torch.Tensor,
+                      valid: torch.Tensor, positions: torch.Tensor, cache: StaticKVCache, width: int,
+                      max_new_tokens: int, eos_token_ids: tuple[int, ...], stop: Callable[[list[int]], bool] | None,
+                      compile: bool | None, on_token: Callable[[list[int]], None] | None) -> list[list[list[int]]]:
+    """generate_tokens' greedy loop with one sample per prompt: the (compiled) stack gives hidden states, `head`
+    the tokens. Same stopping and row-dropping rules."""
+    device = ids.device
+    compiled = use_compiled(model, compile, max_new_tokens)
+    step_fn = compiled_decode_hidden() if compiled else decode_hidden
+    checked = False  # whether the compiled step has run with its guards on this batch's tensors and shapes
+    out: list[list[int]] = [[] for _ in prompts]
+    live = list(range(len(out)))
+    token = head.argmax(forward_hidden(model, ids, positions, torch.arange(width, device=device), valid, cache))
+    position = positions[:, -1:] + 1
+    for step in range(max_new_tokens):
+        new = token.tolist()
+        if on_token is not None:
+            on_token(new)
+        keep = []
+        for row, (index, t) in enumerate(zip(live, new)):
+            out[index].append(t)
+            if not (t in eos_token_ids or (stop is not None and stop(out[index]))):
+                keep.append(row)
+        if not keep or step == max_new_tokens - 1:
+            break
+        if len(keep) < len(live):
+            index = torch.tensor(keep, device=device)
+            cache, valid, token, position = cache.select_rows(index), valid[index], token[index], position[index]
+            live = [live[r] for r in keep]
+            checked = False
+        column = torch.tensor([width + step], device=device)
+        with skipping_guards(compiled and checked):
+            hidden = step_fn(model, token[:, None], position, column, valid, cache)
+        checked = True
+        token = head.argmax(hidden)
+        position = position + 1
+    return [[tokens] for tokens in out]
+
+
+def skipping_guards(skip: bool):
+    """A context in which torch.compile'd code runs without re-evaluating dynamo's guards (when `skip`).
+
+    Between two decode steps of one batch nothing the guards check changes: the same model, cache tensors, shapes and
+    dtypes; only the values of the small token/position/column tensors. Evaluating the guards (every parameter, module
+    attribute and config field the graph read) costs ~0.4 ms a step on a CPU: 10-15% of a `small` step. So the first
+    step of each batch shape runs guarded (it compiles or picks the right graph) and the next ones skip the check
+    (torch's `skip_guard_eval_unsafe` stance: it still tells apart the graphs already compiled).
+    """
+    return torch.compiler.set_stance(skip_guard_eval_unsafe=True) if skip else contextlib.nullcontext()

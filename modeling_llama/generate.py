@@ -97,6 +97,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the decode step (weights frozen, CPU kernels pre-packed): ~2x faster tokens "
+                   help="torch.compile the decode step (one graph, no per-layer Python): faster tokens "
                         "after a one-off compile of tens of seconds. Default: only for runs over 2048 new tokens.")
     p.set_defaults(func=_run)
