@@ -227,13 +227,14 @@ def left_pad(prompts: list[list[int]], length: int, pad_id: int, device: torch.d
 
 @torch.inference_mode()
 def generate_tokens(model: torch.nn.Module, prompts: list[list[int]], max_new_tokens: int,
-                    sampling: Sampling = GREEDY, num_samples: int | list[int] = 1, *,
+                    sampling: Sampling = GREEDY, num_samples: int | list[int] | list[list[int]] = 1, *,
                     eos_token_ids: tuple[int, ...] = (), stop: Callable[[list[int]], bool] | None = None,
                     pad_token_id: int = 0, compile: bool | None = None,
                     on_token: Callable[[list[int]], None] | None = None) -> list[list[list[int]]]:
     """New tokens for `num_samples` samples of each prompt: result[p][j] is the j-th requested sample of prompt p.
 
-    `num_samples` is a count k (samples 0..k-1) or the list of sample indices to draw: sample i of a prompt is the
+    `num_samples` is a count k (samples 0..k-1), the list of sample indices to draw, or one such list per prompt
+    (a batch cut by rows: the last samples of one prompt beside the first of the next): sample i of a prompt is the
     same whatever else is decoded alongside it (see `sample_keys`), so a resumed run can draw only missing samples.
 
     A row stops after an EOS token, or once `stop(row tokens)` is true (the tokens that made it true are kept), or
@@ -242,20 +243,25 @@ def generate_tokens(model: torch.nn.Module, prompts: list[list[int]], max_new_to
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate_tokens needs at least one prompt, and every prompt needs at least one token.")
-    indices = list(range(num_samples)) if isinstance(num_samples, int) else list(num_samples)
-    num_samples = len(indices)
+    if isinstance(num_samples, int):
+        num_samples = list(range(num_samples))
+    per_prompt = ([list(i) for i in num_samples] if num_samples and not isinstance(num_samples[0], int)
+                  else [list(num_samples)] * len(prompts))
+    if len(per_prompt) != len(prompts) or not all(per_prompt):
+        raise ValueError("num_samples: give one non-empty list of sample indices per prompt.")
+    counts = [len(i) for i in per_prompt]
     device = next(model.parameters()).device
     width = max(len(p) for p in prompts)
     ids, valid, positions = left_pad(prompts, width + max_new_tokens, pad_token_id, device)
     cache = StaticKVCache.for_model(model, len(prompts), width + max_new_tokens)
     logits = forward_logits(model, ids, positions, torch.arange(width, device=device), valid, cache)
-    keys = torch.cat([sample_keys(sampling.seed, p, indices) for p in prompts]).to(device)
-    if num_samples > 1:  # share the prefill: copy each prompt's cache row for its samples
-        rows = torch.arange(len(prompts), device=device).repeat_interleave(num_samples)
+    keys = torch.cat([sample_keys(sampling.seed, p, i) for p, i in zip(prompts, per_prompt)]).to(device)
+    if any(c != 1 for c in counts):  # share the prefill: copy each prompt's cache row for its samples
+        rows = torch.arange(len(prompts), device=device).repeat_interleave(torch.tensor(counts, device=device))
         cache, valid, logits = cache.select_rows(rows), valid[rows], logits[rows]
         positions = positions[rows]
     step_fn = compiled_decode_step() if use_compiled(model, compile, max_new_tokens) else decode_step
-    out: list[list[int]] = [[] for _ in range(len(prompts) * num_samples)]
+    out: list[list[int]] = [[] for _ in range(sum(counts))]
     live = list(range(len(out)))  # output index of each batch row
     token = next_tokens(logits, sampling, keys, torch.tensor(0, device=device))
     position = positions[:, -1:] + 1
@@ -279,4 +285,5 @@ def generate_tokens(model: torch.nn.Module, prompts: list[list[int]], max_new_to
         token = step_fn(model, token[:, None], position, column, valid, cache, sampling, keys,
                         torch.tensor(step + 1, device=device))
         position = position + 1
-    return [out[p * num_samples:(p + 1) * num_samples] for p in range(len(prompts))]
+    starts = [sum(counts[:p]) for p in range(len(prompts))]
+    return [out[start:start + count] for start, count in zip(starts, counts)]

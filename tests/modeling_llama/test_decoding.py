@@ -122,3 +122,15 @@ def test_transformers_llama_decodes_through_the_same_path():
     batch = prompts((11, 7, 3))
     assert supports_fast_decoding(ref)
     assert [g[0] for g in generate_tokens(ref, batch, 8)] == reference_greedy(ref, batch, 8)
+
+
+def test_per_prompt_sample_lists_equal_the_same_samples_drawn_by_count():
+    # A batch cut by rows holds the last samples of one prompt beside the first of the next.
+    model = tiny(2)
+    batch = prompts((7, 4))
+    sampling = Sampling(temperature=0.9, seed=3)
+    full = generate_tokens(model, batch, 8, sampling, num_samples=3)
+    got = generate_tokens(model, batch, 8, sampling, num_samples=[[2], [0, 1]])
+    assert got == [[full[0][2]], full[1][:2]]
+    with pytest.raises(ValueError, match="one non-empty list"):
+        generate_tokens(model, batch, 8, sampling, num_samples=[[0]])
