@@ -6,7 +6,11 @@ LlamaPaperForCausalLM and the real LLaMA tokenizer. Prints both wall times (whol
 load, data, scoring, gather, writing), the time spent in the model calls (results.json `throughput.seconds`,
 summed over tasks), the ratio (1 process / 2 processes) and whether samples.jsonl is identical.
 
-    python benchmarks/bench_eval_scale.py --tasks commonsense --limit 50 --threads 2
+    python benchmarks/bench_eval_scale.py --tasks commonsense --limit 50 --threads 1 --repeats 2   # ~2 min idle
+
+One thread per process on both sides: 1 process x 1 thread vs 2 processes x 1 thread is the data-parallel question
+(each worker owns a core, as each owns a GPU on a GPU box); a single process on 2 threads (`--threads 2`) is another
+comparison (intra-op parallelism) and on a shared CPU its OpenMP threads spin against the other jobs.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--preset", default="small")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of the single process")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the single process")
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each; the fastest counts")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-eval-scale-"))
@@ -57,6 +61,8 @@ def main() -> None:
             for n in (1, 2):
                 (work / f"p{n}").mkdir(exist_ok=True)
                 wall, model_s = run(work / "model", work / f"p{n}", args, n)
+                print(f"  {n} process{'es' if n > 1 else ''}: whole command {wall:.1f} s, model calls {model_s:.1f} s"
+                      f" (load average {os.getloadavg()[0]:.1f})", flush=True)
                 best[n] = (min(best[n][0], wall), min(best[n][1], model_s))
         same = (work / "p1" / "samples.jsonl").read_bytes() == (work / "p2" / "samples.jsonl").read_bytes()
     finally:

@@ -88,9 +88,16 @@ def generate_batch_fast(adapter: "CausalLMAdapter", contexts: list[str], kwargs:
         text = tok.decode(tokens[-32:], skip_special_tokens=False)
         return any(s in text for s in stops)
 
-    tokens = generate_tokens(adapter.model, encode_contexts(adapter, contexts, max_gen), max_gen,
-                             _sampling(kwargs, seed), samples, eos_token_ids=eos_ids, stop=stop if stops else None,
-                             pad_token_id=adapter.pad_token_id, compile=getattr(adapter, "compile_generation", None))
+    sampling = _sampling(kwargs, seed)
+    compile = getattr(adapter, "compile_generation", None)
+    if compile is None and not sampling.greedy:
+        # The auto policy would compile mid-run; with inductor the sampled step (the hashed Gumbel noise over the
+        # whole vocabulary) did not finish compiling in 8 minutes on a 2-core CPU (greedy: ~40 s), so a sampled
+        # task would stall. Compile it only when asked (compile_generation=True).
+        compile = False
+    tokens = generate_tokens(adapter.model, encode_contexts(adapter, contexts, max_gen), max_gen, sampling, samples,
+                             eos_token_ids=eos_ids, stop=stop if stops else None, pad_token_id=adapter.pad_token_id,
+                             compile=compile)
     return [[cut_at_stops(tok.decode(t, skip_special_tokens=True), stops) for t in per_context]
             for per_context in tokens]
 
