@@ -100,7 +100,7 @@ def test_rows_stop_at_eos_and_stop_function_independently():
     assert [s[0] for s in stopped] == [f[0][:5] for f in full]
 
 
-def test_gumbel_sampling_draws_from_the_softmax_within_top_p():
+def test_sampling_draws_from_the_softmax_within_top_p():
     logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, -3.0]])
     sampling = Sampling(temperature=0.7, seed=3)
     keys = sample_keys(3, [1, 2, 3], list(range(20000)))
