@@ -162,7 +162,8 @@ def draw_from(scores: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
 
     One uniform per row instead of Gumbel noise over the whole vocabulary: hashing B x V integers every step cost
     more than the model's forward on a CPU (56% of a sampled step of the "small" preset at batch 16)."""
-    cdf = (scores - scores.max(-1, keepdim=True).values).exp().cumsum(-1)  # unnormalised, float64
+    cdf = (scores - scores.max(-1, keepdim=True).values).exp_().cumsum_(-1)  # unnormalised; in place: (B, V) float64
+    # temporaries are large enough that every fresh allocation costs page faults
     target = (uniform.to(cdf.dtype) * cdf[:, -1])[:, None]
     return torch.searchsorted(cdf, target, right=True)[:, 0].clamp(max=scores.shape[-1] - 1)
 
@@ -171,7 +172,7 @@ def next_tokens(logits: torch.Tensor, sampling: Sampling, keys: torch.Tensor, st
     """(B,) next tokens: argmax, or a draw from softmax(logits / T) (within top-k/top-p) at the row's uniform."""
     if sampling.greedy:
         return logits.argmax(-1)
-    scores = logits.double() / sampling.temperature
+    scores = logits.double().div_(sampling.temperature)
     if sampling.top_k and sampling.top_k < scores.shape[-1]:
         kth = scores.topk(sampling.top_k, dim=-1).values[:, -1:]
         scores = scores.masked_fill(scores < kth, float("-inf"))
