@@ -167,10 +167,6 @@ def compare(name: str, folder: Path, requests: list[tuple[str, dict]], samples: 
         same = [m[0] for m in mine] == theirs
         assert same, f"{name}: greedy completions differ from lm-eval's"
         print(f"  greedy completions identical to lm-eval's: {same} ({len(theirs)} documents)", flush=True)
-    stopped = sum(len(adapter.tok_encode(t, add_special_tokens=False)) < requests[0][1]["max_gen_toks"] - 1
-                  for t in (x for m in mine for x in m))
-    print(f"  completions cut at a stop string (re-tokenised length < max_gen_toks - 1): {stopped} of "
-          f"{len(requests) * samples}")
     print(f"  ratio (lm-eval time / ours): wall {best['lm-eval'][0] / best['ours'][0]:.2f}x, "
           f"CPU {best['lm-eval'][1] / best['ours'][1]:.2f}x", flush=True)
 
