@@ -13,7 +13,7 @@ prompts and documents for every side, all in this process:
    each request `--num-samples` times (what `repeats: k` sends; gsm8k greedy: once); ours,
    `CausalLMAdapter.generate_until`, gets it once with n=k. Alternating rounds, the fastest counts; greedy
    completions are asserted identical. Generation only: executing programs or scoring costs both sides the same.
-   Uncompiled on both sides (compiling our sampling step takes minutes on a CPU; see evaluation/generation.py).
+   Uncompiled on both sides (evaluation's default here: see evaluation/generation.py).
 
     python benchmarks/bench_generate.py --parts gsm8k,humaneval --threads 1     # ~2 min on 2 idle cores
     python benchmarks/bench_generate.py --parts generate --new-tokens 128 --repeats 3 --threads 1
