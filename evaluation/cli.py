@@ -49,8 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-code-execution", action="store_true",
                    help="run generated programs (humaneval, mbpp) in the sandbox; also HF_ALLOW_CODE_EVAL=1")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the decode step of generation tasks (default: once a run has decoded "
-                        "2048 steps; compiling takes tens of seconds on a CPU)")
+                   help="torch.compile the decode step of generation tasks (default: greedy tasks once a run has "
+                        "decoded 2048 steps, sampled ones never; compiling takes tens of seconds on a CPU)")
     p.add_argument("--output", required=True, help="results.json to write")
     p.add_argument("--log-samples", default=None, help="samples.jsonl to write (one line per document)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -71,9 +71,10 @@ def stop_strings(tok: Any, kwargs: dict[str, Any]) -> list[str]:
 
 @torch.no_grad()
 def generate_batch_fast(adapter: "CausalLMAdapter", contexts: list[str], kwargs: dict[str, Any],
-                        seed: int = 0, sample_indices: list[int] | None = None) -> list[list[str]]:
+                        seed: int = 0, sample_indices: list[int] | list[list[int]] | None = None) -> list[list[str]]:
     """`generate_batch` through `modeling_llama.decoding`: static KV cache, compiled decode step, one prefill shared
-    by a prompt's samples. Sample i of a context is a function of (seed, context tokens, i) only."""
+    by a prompt's samples, finished rows dropped from the batch. Sample i of a context is a function of (seed, context
+    tokens, i) only. `sample_indices`: the indices to draw for every context, or one list per context."""
     from modeling_llama.decoding import generate_tokens
 
     tok = adapter.tokenizer
@@ -87,26 +88,41 @@ def generate_batch_fast(adapter: "CausalLMAdapter", contexts: list[str], kwargs:
         text = tok.decode(tokens[-32:], skip_special_tokens=False)
         return any(s in text for s in stops)
 
-    tokens = generate_tokens(adapter.model, encode_contexts(adapter, contexts, max_gen), max_gen,
-                             _sampling(kwargs, seed), samples, eos_token_ids=eos_ids, stop=stop if stops else None,
-                             pad_token_id=adapter.pad_token_id, compile=getattr(adapter, "compile_generation", None))
+    sampling = _sampling(kwargs, seed)
+    compile = getattr(adapter, "compile_generation", None)
+    if compile is None and not sampling.greedy:
+        # The auto policy would compile mid-run. Measured on a 2-core CPU ("small" preset, 10 rows): the sampled
+        # step compiles in ~11 s and then runs no faster than eager (0.29 vs 0.30 s for 16 tokens); with the
+        # earlier sampler (hashed Gumbel noise over the whole vocabulary) it did not finish compiling in 8 minutes.
+        # So a sampled task compiles only when asked (compile_generation=True).
+        compile = False
+    tokens = generate_tokens(adapter.model, encode_contexts(adapter, contexts, max_gen), max_gen, sampling, samples,
+                             eos_token_ids=eos_ids, stop=stop if stops else None, pad_token_id=adapter.pad_token_id,
+                             compile=compile)
     return [[cut_at_stops(tok.decode(t, skip_special_tokens=True), stops) for t in per_context]
             for per_context in tokens]
 
 
 @torch.no_grad()
-def generate_batch(adapter: "CausalLMAdapter", contexts: list[str], kwargs: dict[str, Any]) -> list[list[str]]:
-    """`n` completions per context (greedy unless `do_sample`/`temperature` > 0 ask for sampling).
+def generate_batch(adapter: "CausalLMAdapter", contexts: list[str], kwargs: dict[str, Any],
+                   samples: list[list[int]] | None = None) -> list[list[str]]:
+    """Completions of each context: `n` of them, or those with the indices in `samples[p]` for context p (greedy
+    unless `do_sample`/`temperature` > 0 ask for sampling).
 
     LLaMA-family models go through `generate_batch_fast`; any other model through transformers' generate().
     """
     from modeling_llama.decoding import supports_fast_decoding
 
     if supports_fast_decoding(adapter.model):
-        return generate_batch_fast(adapter, contexts, kwargs, seed=int(getattr(adapter, "seed", 0) or 0))
+        return generate_batch_fast(adapter, contexts, kwargs, seed=int(getattr(adapter, "seed", 0) or 0),
+                                   sample_indices=samples)
+    if samples is not None and len({len(s) for s in samples}) > 1:  # generate() draws as many for every prompt
+        texts = generate_batch(adapter, [c for c, s in zip(contexts, samples) for _ in s], {**kwargs, "n": 1})
+        rows = iter(t[0] for t in texts)
+        return [[next(rows) for _ in s] for s in samples]
     tok = adapter.tokenizer
     max_gen = int(kwargs.get("max_gen_toks", 256))
-    n = int(kwargs.get("n", 1))
+    n = len(samples[0]) if samples is not None else int(kwargs.get("n", 1))
     stops = stop_strings(tok, kwargs)
     encoded = encode_contexts(adapter, contexts, max_gen)
     width = max(len(e) for e in encoded)

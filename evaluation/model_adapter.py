@@ -237,7 +237,9 @@ class CausalLMAdapter:
         return totals
 
     def _plan_generation(self, requests: list[tuple[str, dict[str, Any]]]) -> list["GenBatch"]:
-        # Longest prompts first within each set of generation settings; `n` samples per prompt share a batch.
+        # Rows are (prompt, sample index) pairs, longest prompts first within each set of generation settings, cut
+        # into batches of `batch_size` rows: batches stay full whatever `n` is (a prompt's samples may span two
+        # batches, each prefilling it once), and a batch holds prompts of similar length (little padding).
         lengths = [len(self.tok_encode(c)) for c, _ in requests]
         by_kwargs: dict[str, list[int]] = {}
         for i in sorted(range(len(requests)), key=lambda i: -lengths[i]):
@@ -245,25 +247,27 @@ class CausalLMAdapter:
         batches = []
         for idx in by_kwargs.values():
             kwargs = requests[idx[0]][1]
-            n = int(kwargs.get("n", 1))
-            step = max(1, self.batch_size // n)
-            for start in range(0, len(idx), step):
-                chunk = idx[start: start + step]
-                batches.append(GenBatch(kwargs, [requests[i][0] for i in chunk], n, sum(lengths[i] for i in chunk)))
+            rows = [(i, j) for i in dict.fromkeys(idx) for j in range(int(kwargs.get("n", 1)))]
+            for start in range(0, len(rows), self.batch_size):
+                per_prompt: dict[int, list[int]] = {}
+                for i, j in rows[start: start + self.batch_size]:
+                    per_prompt.setdefault(i, []).append(j)
+                batches.append(GenBatch(kwargs, [requests[i][0] for i in per_prompt], list(per_prompt.values()),
+                                        sum(lengths[i] for i in per_prompt)))
         return batches
 
     def _sample_keys(self, batch: "GenBatch") -> list[tuple]:
         # A sampled generation is identified by (request, seed, sample index); a greedy one by the request alone.
         settings = json.dumps({k: v for k, v in batch.kwargs.items() if k != "n"}, sort_keys=True, default=str)
         seed = self.seed if batch.sampled else None
-        return [(c, settings, seed, j) for c in batch.contexts for j in range(batch.n)]
+        return [(c, settings, seed, j) for c, js in zip(batch.contexts, batch.samples) for j in js]
 
     def _generate(self, batch: "GenBatch") -> dict[tuple, str]:
         keys = self._sample_keys(batch)
         if batch.sampled:  # the batch's own seed: the same samples whichever process runs it, and on a rerun
             text = json.dumps([self.seed, keys], default=str).encode("utf-8")
             torch.manual_seed(int(hashlib.sha256(text).hexdigest()[:15], 16))
-        texts = generate_batch(self, batch.contexts, batch.kwargs)
+        texts = generate_batch(self, batch.contexts, batch.kwargs, batch.samples)
         return dict(zip(keys, (t for per_context in texts for t in per_context)))
 
     def _generated_tokens(self, batch: "GenBatch", results: dict) -> int:
@@ -274,7 +278,7 @@ class CausalLMAdapter:
         batches = self._plan_generation(requests)
 
         def cost(b: GenBatch) -> int:  # prompt tokens plus the most tokens the samples may generate
-            return b.prompt_tokens + len(b.contexts) * b.n * int(b.kwargs.get("max_gen_toks", DEFAULT_MAX_GEN_TOKS))
+            return b.prompt_tokens + b.rows * int(b.kwargs.get("max_gen_toks", DEFAULT_MAX_GEN_TOKS))
 
         results = self._run(batches, "generate_until", "generate_until", keys=self._sample_keys,
                             compute=self._generate, tokens=self._generated_tokens, cost=cost)
@@ -293,12 +297,17 @@ def _is_sampled(kwargs: dict[str, Any]) -> bool:
 
 @dataclass
 class GenBatch:
-    """Prompts generated together with the same settings (`n` samples each)."""
+    """Rows generated together with the same settings: `samples[p]` are the sample indices drawn for `contexts[p]`."""
 
     kwargs: dict[str, Any]
     contexts: list[str]
-    n: int
+    samples: list[list[int]]
     prompt_tokens: int
+
+    @property
+    def rows(self) -> int:
+        """How many completions the batch decodes."""
+        return sum(len(s) for s in self.samples)
 
     @property
     def sampled(self) -> bool:

@@ -104,6 +104,37 @@ def test_generate_until_is_greedy_and_cut_at_stop_strings(model_and_tok):
     assert cut == got[0][0].split(stop)[0]
 
 
+PROMPTS = ["Once upon a time", "Q: hello\nA:", "The capital of France is", "def f(x):"]
+
+
+def test_batches_that_drop_finished_rows_equal_one_at_a_time(model_and_tok):
+    model, tok = model_and_tok
+    batched = CausalLMAdapter(model, tok, batch_size=4, progress=False)
+    full = [g[0] for g in batched.generate_until([(p, {"until": [], "max_gen_toks": 10}) for p in PROMPTS])]
+    stop = full[0][4:6]  # row 0 stops early; the others stop wherever this text appears in theirs, if anywhere
+    kw = {"until": [stop], "max_gen_toks": 10}
+    got = [g[0] for g in batched.generate_until([(p, kw) for p in PROMPTS])]
+    alone = CausalLMAdapter(model, tok, batch_size=1, progress=False)
+    assert got == [alone.generate_until([(p, kw)])[0][0] for p in PROMPTS]
+    assert got == [f.split(stop)[0] for f in full]
+    assert got[0] != full[0] and any(g == f for g, f in zip(got, full))  # rows finished at different steps
+
+
+def test_samples_cut_into_batches_by_rows_equal_one_batch(model_and_tok):
+    model, tok = model_and_tok
+    kw = {"until": ["\n"], "max_gen_toks": 6, "do_sample": True, "temperature": 1.0, "n": 3}
+    requests = [(p, kw) for p in PROMPTS[:3]]
+    small = CausalLMAdapter(model, tok, batch_size=4, progress=False)
+    plan = small._plan_generation(requests)
+    assert [b.rows for b in plan] == [4, 4, 1]  # 9 rows in full batches, not 3 batches of 3
+    assert any(s[0] != 0 for b in plan for s in b.samples)  # a prompt's samples span two batches
+    got = small.generate_until(requests)
+    one_batch = CausalLMAdapter(model, tok, batch_size=64, progress=False)
+    assert len(one_batch._plan_generation(requests)) == 1
+    assert got == one_batch.generate_until(requests)
+    assert all(len(set(g)) > 1 for g in got)  # the samples of a prompt differ from one another
+
+
 def test_our_model_folder_matches_lm_eval_hflm(tmp_path):
     """A saved LlamaPaperForCausalLM + LlamaPaperTokenizerFast folder: our adapter vs lm-eval's HFLM on it."""
     from lm_eval.api.instance import Instance

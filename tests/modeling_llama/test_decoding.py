@@ -99,7 +99,7 @@ def test_rows_stop_at_eos_and_stop_function_independently():
     assert [s[0] for s in stopped] == [f[0][:5] for f in full]
 
 
-def test_gumbel_sampling_draws_from_the_softmax_within_top_p():
+def test_sampling_draws_from_the_softmax_within_top_p():
     logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, -3.0]])
     sampling = Sampling(temperature=0.7, seed=3)
     keys = sample_keys(3, [1, 2, 3], list(range(20000)))
@@ -168,3 +168,15 @@ def test_certified_head_greedy_equals_generate_on_trained_and_random_models(monk
     # And the full-logits path (greedy_head=False) agrees, without touching the head.
     assert generate_tokens(model, batch, 10, GREEDY, greedy_head=False) == got
     assert not calls
+
+
+def test_per_prompt_sample_lists_equal_the_same_samples_drawn_by_count():
+    # A batch cut by rows holds the last samples of one prompt beside the first of the next.
+    model = tiny(2)
+    batch = prompts((7, 4))
+    sampling = Sampling(temperature=0.9, seed=3)
+    full = generate_tokens(model, batch, 8, sampling, num_samples=3)
+    got = generate_tokens(model, batch, 8, sampling, num_samples=[[2], [0, 1]])
+    assert got == [[full[0][2]], full[1][:2]]
+    with pytest.raises(ValueError, match="one non-empty list"):
+        generate_tokens(model, batch, 8, sampling, num_samples=[[0]])
