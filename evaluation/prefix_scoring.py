@@ -162,20 +162,21 @@ class PrefixScorer:
             rows = torch.cat([torch.full((b - a,), r) for r, (a, b) in enumerate(spans)]).to(device)
             cols = torch.cat([torch.arange(a, b) for a, b in spans]).to(device)
             flat = self.model.get_output_embeddings()(hidden[rows, cols])
-            offsets = [0]
-            for a, b in spans:
-                offsets.append(offsets[-1] + b - a)
-            pieces = [flat[offsets[r]:offsets[r + 1]] for r in range(len(spans))]
         else:
             logits = self.model(input_ids=step_ids.to(device), **kwargs).logits
-            pieces = [logits[r, a:b] for r, (a, b) in enumerate(spans)]
+            flat = torch.cat([logits[r, a:b] for r, (a, b) in enumerate(spans)])
+        # (N, V): every continuation position of the batch, scored at once (one log-softmax and one argmax over the
+        # batch instead of one small call per request; each row's values are those of a per-request call).
+        lp = torch.log_softmax(flat.float(), dim=-1)  # float32, continuation positions only
+        tgt = torch.tensor([t for cont in targets for t in cont], device=lp.device)
+        token_ll = lp.gather(1, tgt[:, None])[:, 0]
+        hits = (lp.argmax(-1) == tgt).tolist()
         out: list[list[tuple[float, bool]]] = [[] for _ in batch]
+        start = 0
         for r, cont in enumerate(targets):
-            lp = torch.log_softmax(pieces[r].float(), dim=-1)  # float32, continuation positions only
-            tgt = torch.tensor(cont, device=lp.device)
-            ll = lp.gather(1, tgt[:, None]).sum().item()
-            greedy = bool((lp.argmax(-1) == tgt).all())
-            out[row_group[r]].append((ll, greedy))
+            end = start + len(cont)
+            out[row_group[r]].append((token_ll[start:end].sum().item(), all(hits[start:end])))
+            start = end
         return out
 
 
