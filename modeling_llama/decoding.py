@@ -346,14 +346,7 @@ def generate_tokens(model: torch.nn.Module, prompts: list[list[int]], max_new_to
     token = next_tokens(logits, sampling, keys, torch.tensor(0, device=device))
     position = positions[:, -1:] + 1
     for step in range(max_new_tokens):
-        new = token.tolist()
-        if on_token is not None:
-            on_token(new)
-        keep = []
-        for row, (index, t) in enumerate(zip(live, new)):
-            out[index].append(t)
-            if not (t in eos_token_ids or (stop is not None and stop(out[index]))):
-                keep.append(row)
+        keep = _record(token.tolist(), live, out, eos_token_ids, stop, on_token)
         if not keep or step == max_new_tokens - 1:
             break
         if len(keep) < len(live):  # drop finished rows: later steps cost only what is still decoding
@@ -367,6 +360,19 @@ def generate_tokens(model: torch.nn.Module, prompts: list[list[int]], max_new_to
         position = position + 1
     starts = [sum(counts[:p]) for p in range(len(prompts))]
     return [out[start:start + count] for start, count in zip(starts, counts)]
+
+
+def _record(new: list[int], live: list[int], out: list[list[int]], eos_token_ids: tuple[int, ...],
+            stop: Callable[[list[int]], bool] | None, on_token: Callable[[list[int]], None] | None) -> list[int]:
+    """Append batch row r's new token to out[live[r]]; the rows still decoding (no EOS, `stop` not yet true)."""
+    if on_token is not None:
+        on_token(new)
+    keep = []
+    for row, (index, t) in enumerate(zip(live, new)):
+        out[index].append(t)
+        if not (t in eos_token_ids or (stop is not None and stop(out[index]))):
+            keep.append(row)
+    return keep
 
 
 def _greedy_with_head(model: torch.nn.Module, head: CertifiedGreedyHead, prompts: list[list[int]], ids: torch.Tensor,
@@ -384,14 +390,7 @@ def _greedy_with_head(model: torch.nn.Module, head: CertifiedGreedyHead, prompts
     token = head.argmax(forward_hidden(model, ids, positions, torch.arange(width, device=device), valid, cache))
     position = positions[:, -1:] + 1
     for step in range(max_new_tokens):
-        new = token.tolist()
-        if on_token is not None:
-            on_token(new)
-        keep = []
-        for row, (index, t) in enumerate(zip(live, new)):
-            out[index].append(t)
-            if not (t in eos_token_ids or (stop is not None and stop(out[index]))):
-                keep.append(row)
+        keep = _record(token.tolist(), live, out, eos_token_ids, stop, on_token)
         if not keep or step == max_new_tokens - 1:
             break
         if len(keep) < len(live):
