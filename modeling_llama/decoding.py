@@ -23,6 +23,7 @@ The model code knows nothing of this: any causal LM whose forward accepts `cache
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import weakref
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from typing import Callable
 import torch
 
 from .greedy_head import CertifiedGreedyHead, greedy_head_for
+from .packed_projection import PackedProjection, packed_projection_for
 
 # Attention implementations that accept an explicit (B, 1, T, L) mask: bool for sdpa, additive float for eager.
 MASKED_ATTENTION = ("sdpa", "eager")
@@ -207,6 +209,15 @@ def decode_step(model: torch.nn.Module, tokens: torch.Tensor, positions: torch.T
     return next_tokens(logits, sampling, keys, step)
 
 
+def _decode_step_packed(projection: PackedProjection, model: torch.nn.Module, tokens: torch.Tensor,
+                        positions: torch.Tensor, column: torch.Tensor, valid: torch.Tensor, cache: StaticKVCache,
+                        sampling: Sampling, keys: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """`decode_step` with the output projection through `projection` (packed_projection.py): same tokens up to
+    float rounding of the logits."""
+    logits = projection(forward_hidden(model, tokens, positions, column, valid, cache))
+    return next_tokens(logits, sampling, keys, step)
+
+
 def decode_hidden(model: torch.nn.Module, tokens: torch.Tensor, positions: torch.Tensor, column: torch.Tensor,
                   valid: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
     """The greedy path's step without the output projection: tokens (B, 1) -> final hidden states (B, D)."""
@@ -252,6 +263,7 @@ def _options(backend: str) -> dict | None:
 
 # Certified fp16 output heads (greedy_head.py), one per model, rebuilt when its weight changes.
 _HEADS: "weakref.WeakKeyDictionary[torch.nn.Module, CertifiedGreedyHead]" = weakref.WeakKeyDictionary()
+_PROJECTIONS: "weakref.WeakKeyDictionary[torch.nn.Module, PackedProjection]" = weakref.WeakKeyDictionary()
 
 
 def certified_head(model: torch.nn.Module, sampling: Sampling, enabled: bool | None) -> CertifiedGreedyHead | None:
@@ -341,6 +353,10 @@ def generate_tokens(model: torch.nn.Module, prompts: list[list[int]], max_new_to
         cache, valid, logits = cache.select_rows(rows), valid[rows], logits[rows]
         positions = positions[rows]
     step_fn = compiled_decode_step() if use_compiled(model, compile, max_new_tokens) else decode_step
+    if step_fn is decode_step and device.type == "cpu":  # eager on a CPU: the projection through oneDNN's layout
+        projection = packed_projection_for(model, len(keys), _PROJECTIONS)
+        if projection is not None:
+            step_fn = functools.partial(_decode_step_packed, projection)
     out: list[list[int]] = [[] for _ in range(sum(counts))]
     live = list(range(len(out)))  # output index of each batch row
     token = next_tokens(logits, sampling, keys, torch.tensor(0, device=device))
