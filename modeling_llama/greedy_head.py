@@ -102,11 +102,19 @@ class CertifiedGreedyHead:
         return pick
 
 
+def output_weight(model: torch.nn.Module) -> torch.Tensor | None:
+    """The (V, D) weight of the model's output projection when it is a bias-free nn.Linear (logits = h W^T), else
+    None: the condition for computing logits from a copy of that weight outside the model."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if not isinstance(head, torch.nn.Linear) or head.bias is not None:
+        return None
+    return head.weight
+
+
 def greedy_head_for(model: torch.nn.Module, cache: dict) -> CertifiedGreedyHead | None:
     """The model's certified head (built once, rebuilt if the weight changed), or None when it does not apply."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    weight = getattr(head, "weight", None)
-    if not isinstance(head, torch.nn.Linear) or head.bias is not None:
+    weight = output_weight(model)
+    if weight is None:
         return None
     built = cache.get(model)
     if built is None or not built.is_current(weight):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from .greedy_head import output_weight
+
 
 def applies_to(weight: torch.Tensor | None) -> bool:
     """Whether a (V, D) output-projection weight can be packed: float32, on the CPU, oneDNN built into torch."""
@@ -41,9 +43,8 @@ class PackedProjection:
 
 def packed_projection_for(model: torch.nn.Module, rows: int, cache: dict) -> PackedProjection | None:
     """The model's packed output projection (built once per batch size, rebuilt if the weight changed), or None."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    weight = getattr(head, "weight", None)
-    if not isinstance(head, torch.nn.Linear) or head.bias is not None or not applies_to(weight):
+    weight = output_weight(model)
+    if not applies_to(weight):
         return None
     built = cache.get(model)
     if built is None or built.rows != rows or not built.is_current(weight):
