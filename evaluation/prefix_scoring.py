@@ -19,6 +19,8 @@ from typing import Callable, Iterable
 
 import torch
 
+from modeling_llama.packed_linear import packed_linears
+
 
 @dataclass
 class _Group:
@@ -95,7 +97,9 @@ class PrefixScorer:
     def run_batch(self, batch: list[_Group]) -> dict[tuple, tuple[float, bool]]:
         """Scores of one planned batch, by request key."""
         results = {}
-        for g, res in zip(batch, self._score_batch(batch)):
+        with packed_linears(self.model):  # on a CPU: the products through oneDNN's pre-packed weights
+            scored = self._score_batch(batch)
+        for g, res in zip(batch, scored):
             for (step, cont), r in zip(g.rows, res):
                 results[(g.prefix, step, cont)] = r
         return results
@@ -142,8 +146,11 @@ class PrefixScorer:
             prefix_ids = torch.full((len(batch), n_prefix), self.pad, dtype=torch.long)
             for gi, g in enumerate(batch):
                 prefix_ids[gi, : len(g.prefix)] = torch.tensor(g.prefix, dtype=torch.long)
-            extra = {"logits_to_keep": 1} if self.keeps_logits else {}
-            out = self.model(input_ids=prefix_ids.to(device), use_cache=True, **extra)
+            if self.split_head:  # the prefix's keys/values only: no vocabulary projection at all
+                out = self.model.base_model(input_ids=prefix_ids.to(device), use_cache=True)
+            else:
+                extra = {"logits_to_keep": 1} if self.keeps_logits else {}
+                out = self.model(input_ids=prefix_ids.to(device), use_cache=True, **extra)
             cache = out["cache"] if "cache" in out else out["past_key_values"]
             cache = _select_rows(cache, torch.tensor(row_group, device=device))
             mask = torch.zeros(len(steps), n_prefix + n_step, dtype=torch.long)
@@ -161,16 +168,12 @@ class PrefixScorer:
             hidden = self.model.base_model(input_ids=step_ids.to(device), **kwargs).last_hidden_state
             rows = torch.cat([torch.full((b - a,), r) for r, (a, b) in enumerate(spans)]).to(device)
             cols = torch.cat([torch.arange(a, b) for a, b in spans]).to(device)
-            flat = self.model.get_output_embeddings()(hidden[rows, cols])
+            flat, project = hidden[rows, cols], self.model.get_output_embeddings()
         else:
             logits = self.model(input_ids=step_ids.to(device), **kwargs).logits
-            flat = torch.cat([logits[r, a:b] for r, (a, b) in enumerate(spans)])
-        # (N, V): every continuation position of the batch, scored at once (one log-softmax and one argmax over the
-        # batch instead of one small call per request; each row's values are those of a per-request call).
-        lp = torch.log_softmax(flat.float(), dim=-1)  # float32, continuation positions only
-        tgt = torch.tensor([t for cont in targets for t in cont], device=lp.device)
-        token_ll = lp.gather(1, tgt[:, None])[:, 0]
-        hits = (lp.argmax(-1) == tgt).tolist()
+            flat, project = torch.cat([logits[r, a:b] for r, (a, b) in enumerate(spans)]), None
+        tgt = torch.tensor([t for cont in targets for t in cont], device=flat.device)
+        token_ll, hits = _score_positions(flat, tgt, project)
         out: list[list[tuple[float, bool]]] = [[] for _ in batch]
         start = 0
         for r, cont in enumerate(targets):
@@ -178,6 +181,26 @@ class PrefixScorer:
             out[row_group[r]].append((token_ll[start:end].sum().item(), all(hits[start:end])))
             start = end
         return out
+
+
+# Continuation positions projected and scored together: (128, V) float32 logits (16 MB for LLaMA's 32000 tokens) are
+# reduced while still in the CPU's cache instead of written to memory whole and read back twice (log-softmax, argmax):
+# the head plus its log-softmax then cost about the projection alone (benchmarks/RESULTS.md, 2026-12-08).
+SCORED_ROWS = 128
+
+
+def _score_positions(flat: torch.Tensor, targets: torch.Tensor,
+                     project: Callable[[torch.Tensor], torch.Tensor] | None) -> tuple[torch.Tensor, list[bool]]:
+    """(log p(target) per position (N,), whether each target is the argmax) of `flat` (N, D) hidden states through
+    `project`, or (N, V) logits when `project` is None; float32 log-softmax, row by row as a per-request call."""
+    lls, hits = [], []
+    rows = SCORED_ROWS if flat.device.type == "cpu" else max(1, len(flat))  # accelerators: one call
+    for start in range(0, len(flat), rows):
+        chunk, tgt = flat[start:start + rows], targets[start:start + rows]
+        lp = torch.log_softmax((project(chunk) if project is not None else chunk).float(), dim=-1)
+        lls.append(lp.gather(1, tgt[:, None])[:, 0])
+        hits.append(lp.argmax(-1) == tgt)
+    return torch.cat(lls), torch.cat(hits).tolist()
 
 
 def input_device(model: torch.nn.Module) -> torch.device:

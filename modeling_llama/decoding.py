@@ -23,7 +23,6 @@ The model code knows nothing of this: any causal LM whose forward accepts `cache
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import weakref
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from typing import Callable
 import torch
 
 from .greedy_head import CertifiedGreedyHead, greedy_head_for
-from .packed_projection import PackedProjection, packed_projection_for
+from .packed_linear import packed_linears
 
 # Attention implementations that accept an explicit (B, 1, T, L) mask: bool for sdpa, additive float for eager.
 MASKED_ATTENTION = ("sdpa", "eager")
@@ -209,15 +208,6 @@ def decode_step(model: torch.nn.Module, tokens: torch.Tensor, positions: torch.T
     return next_tokens(logits, sampling, keys, step)
 
 
-def _decode_step_packed(projection: PackedProjection, model: torch.nn.Module, tokens: torch.Tensor,
-                        positions: torch.Tensor, column: torch.Tensor, valid: torch.Tensor, cache: StaticKVCache,
-                        sampling: Sampling, keys: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-    """`decode_step` with the output projection through `projection` (packed_projection.py): same tokens up to
-    float rounding of the logits."""
-    logits = projection(forward_hidden(model, tokens, positions, column, valid, cache))
-    return next_tokens(logits, sampling, keys, step)
-
-
 def decode_hidden(model: torch.nn.Module, tokens: torch.Tensor, positions: torch.Tensor, column: torch.Tensor,
                   valid: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
     """The greedy path's step without the output projection: tokens (B, 1) -> final hidden states (B, D)."""
@@ -263,7 +253,6 @@ def _options(backend: str) -> dict | None:
 
 # Certified fp16 output heads (greedy_head.py), one per model, rebuilt when its weight changes.
 _HEADS: "weakref.WeakKeyDictionary[torch.nn.Module, CertifiedGreedyHead]" = weakref.WeakKeyDictionary()
-_PROJECTIONS: "weakref.WeakKeyDictionary[torch.nn.Module, PackedProjection]" = weakref.WeakKeyDictionary()
 
 
 def certified_head(model: torch.nn.Module, sampling: Sampling, enabled: bool | None) -> CertifiedGreedyHead | None:
@@ -339,24 +328,35 @@ def generate_tokens(model: torch.nn.Module, prompts: list[list[int]], max_new_to
         raise ValueError("num_samples: give one non-empty list of sample indices per prompt.")
     counts = [len(i) for i in per_prompt]
     device = next(model.parameters()).device
+    compiled = use_compiled(model, compile, max_new_tokens)
+    # Eager decoding on a CPU multiplies through oneDNN's pre-packed weights (packed_linear.py); a compiled step
+    # traces the model's own forward.
+    with packed_linears(model, enabled=not compiled and device.type == "cpu"):
+        head = certified_head(model, sampling, greedy_head) if all(c == 1 for c in counts) else None
+        if head is not None:
+            return _greedy_with_head(model, head, prompts, max_new_tokens, pad_token_id, eos_token_ids, stop,
+                                     compiled, on_token)
+        return _sampled(model, prompts, max_new_tokens, sampling, per_prompt, pad_token_id, eos_token_ids, stop,
+                        compiled, on_token)
+
+
+def _sampled(model: torch.nn.Module, prompts: list[list[int]], max_new_tokens: int, sampling: Sampling,
+             per_prompt: list[list[int]], pad_token_id: int, eos_token_ids: tuple[int, ...],
+             stop: Callable[[list[int]], bool] | None, compiled: bool,
+             on_token: Callable[[list[int]], None] | None) -> list[list[list[int]]]:
+    """generate_tokens' loop over full logits (sampling, or greedy without the certified head)."""
+    counts = [len(i) for i in per_prompt]
+    device = next(model.parameters()).device
     width = max(len(p) for p in prompts)
     ids, valid, positions = left_pad(prompts, width + max_new_tokens, pad_token_id, device)
     cache = StaticKVCache.for_model(model, len(prompts), width + max_new_tokens)
-    head = certified_head(model, sampling, greedy_head) if all(c == 1 for c in counts) else None
-    if head is not None:
-        return _greedy_with_head(model, head, prompts, ids, valid, positions, cache, width, max_new_tokens,
-                                 eos_token_ids, stop, compile, on_token)
     logits = forward_logits(model, ids, positions, torch.arange(width, device=device), valid, cache)
     keys = torch.cat([sample_keys(sampling.seed, p, i) for p, i in zip(prompts, per_prompt)]).to(device)
     if any(c != 1 for c in counts):  # share the prefill: copy each prompt's cache row for its samples
         rows = torch.arange(len(prompts), device=device).repeat_interleave(torch.tensor(counts, device=device))
         cache, valid, logits = cache.select_rows(rows), valid[rows], logits[rows]
         positions = positions[rows]
-    step_fn = compiled_decode_step() if use_compiled(model, compile, max_new_tokens) else decode_step
-    if step_fn is decode_step and device.type == "cpu":  # eager on a CPU: the projection through oneDNN's layout
-        projection = packed_projection_for(model, len(keys), _PROJECTIONS)
-        if projection is not None:
-            step_fn = functools.partial(_decode_step_packed, projection)
+    step_fn = compiled_decode_step() if compiled else decode_step
     out: list[list[int]] = [[] for _ in range(sum(counts))]
     live = list(range(len(out)))  # output index of each batch row
     token = next_tokens(logits, sampling, keys, torch.tensor(0, device=device))
@@ -391,14 +391,16 @@ def _record(new: list[int], live: list[int], out: list[list[int]], eos_token_ids
     return keep
 
 
-def _greedy_with_head(model: torch.nn.Module, head: CertifiedGreedyHead, prompts: list[list[int]], ids: torch.Tensor,
-                      valid: torch.Tensor, positions: torch.Tensor, cache: StaticKVCache, width: int,
-                      max_new_tokens: int, eos_token_ids: tuple[int, ...], stop: Callable[[list[int]], bool] | None,
-                      compile: bool | None, on_token: Callable[[list[int]], None] | None) -> list[list[list[int]]]:
+def _greedy_with_head(model: torch.nn.Module, head: CertifiedGreedyHead, prompts: list[list[int]],
+                      max_new_tokens: int, pad_token_id: int, eos_token_ids: tuple[int, ...],
+                      stop: Callable[[list[int]], bool] | None, compiled: bool,
+                      on_token: Callable[[list[int]], None] | None) -> list[list[list[int]]]:
     """generate_tokens' greedy loop with one sample per prompt: the (compiled) stack gives hidden states, `head`
     the tokens. Same stopping and row-dropping rules."""
-    device = ids.device
-    compiled = use_compiled(model, compile, max_new_tokens)
+    device = next(model.parameters()).device
+    width = max(len(p) for p in prompts)
+    ids, valid, positions = left_pad(prompts, width + max_new_tokens, pad_token_id, device)
+    cache = StaticKVCache.for_model(model, len(prompts), width + max_new_tokens)
     step_fn = compiled_decode_hidden() if compiled else decode_hidden
     checked = False  # whether the compiled step has run with its guards on this batch's tensors and shapes
     out: list[list[int]] = [[] for _ in prompts]
