@@ -68,6 +68,7 @@ class StaticKVCache:
     def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor]):
         self.keys, self.values = keys, values
         self.columns = torch.zeros(1, dtype=torch.long, device=keys[0].device)
+        self.visible = keys[0].shape[2]  # attention reads columns [0, visible): those written so far, in eager steps
 
     @classmethod
     def for_model(cls, model: torch.nn.Module, batch: int, length: int) -> "StaticKVCache":
@@ -81,10 +82,14 @@ class StaticKVCache:
         return cls([make() for _ in range(n)], [make() for _ in range(n)])
 
     def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs):
-        """Write the new (B, KV, T, hd) keys/values at `self.columns`; return the whole layer cache."""
-        self.keys[layer_idx].index_copy_(2, self.columns, key)
-        self.values[layer_idx].index_copy_(2, self.columns, value)
-        return self.keys[layer_idx], self.values[layer_idx]
+        """Write the new (B, KV, T, hd) keys/values at `self.columns`; return the layer cache's first `visible`
+        columns (views)."""
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        keys.index_copy_(2, self.columns, key)
+        values.index_copy_(2, self.columns, value)
+        if self.visible < keys.shape[2]:
+            return keys[:, :, : self.visible], values[:, :, : self.visible]
+        return keys, values
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         """Only meaningful to callers that pass position_ids themselves (we always do)."""
@@ -115,8 +120,11 @@ def attention_mask(valid: torch.Tensor, columns: torch.Tensor, eager: bool, dtyp
 
 def forward_logits(model: torch.nn.Module, tokens: torch.Tensor, positions: torch.Tensor, columns: torch.Tensor,
                    valid: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
-    """Float32 logits (B, V) of the last input position; writes the inputs' keys/values into `cache`."""
-    cache.columns = columns
+    """Float32 logits (B, V) of the last input position; writes the inputs' keys/values into `cache`.
+
+    `valid` (B, S) says which of the cache's first S columns hold tokens (not padding); attention reads only those S
+    columns, so an eager step passes the columns written so far and a compiled one the whole cache (fixed shapes)."""
+    cache.columns, cache.visible = columns, valid.shape[1]
     eager = model.config._attn_implementation == "eager"
     mask = attention_mask(valid, columns, eager, next(model.parameters()).dtype)
     out = model(input_ids=tokens, attention_mask=mask, position_ids=positions, cache=cache,
@@ -124,10 +132,32 @@ def forward_logits(model: torch.nn.Module, tokens: torch.Tensor, positions: torc
     return out.logits[:, -1].float()
 
 
+def prefill_each(model: torch.nn.Module, prompts: list[list[int]], cache: StaticKVCache, width: int) -> torch.Tensor:
+    """Final hidden states (B, D) of each prompt's last token, each prompt run on its own; its keys/values are copied
+    right-aligned into columns [width - len, width) of its cache row, where the left-padded layout keeps them.
+
+    Why not one padded batch: on a CPU that computes the padding and, with a mask, every query-key block; alone, a
+    prompt has no padding and no mask, so attention takes the kernel's causal path that skips the masked half. For
+    gsm8k's 5-shot prompts (1014-1393 tokens, 8 per batch) the prefill took about half the time (benchmarks/RESULTS.md).
+    Accelerators keep the batch (their parallelism is the batch)."""
+    decoder = model.get_decoder()
+    last = []
+    for row, prompt in enumerate(prompts):
+        out = decoder(input_ids=torch.tensor([prompt], device=cache.keys[0].device), use_cache=True)
+        own = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+        start = width - len(prompt)
+        for layer, computed in enumerate(own.layers):
+            cache.keys[layer][row, :, start:width].copy_(computed.keys[0])
+            cache.values[layer][row, :, start:width].copy_(computed.values[0])
+        last.append(out.last_hidden_state[0, -1])
+    return torch.stack(last)
+
+
 def forward_hidden(model: torch.nn.Module, tokens: torch.Tensor, positions: torch.Tensor, columns: torch.Tensor,
                    valid: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
-    """Final hidden states (B, D) of the last input position (before the output projection); fills `cache`."""
-    cache.columns = columns
+    """Final hidden states (B, D) of the last input position (before the output projection); fills `cache` (see
+    `forward_logits` for `valid`)."""
+    cache.columns, cache.visible = columns, valid.shape[1]
     eager = model.config._attn_implementation == "eager"
     mask = attention_mask(valid, columns, eager, next(model.parameters()).dtype)
     out = model.get_decoder()(input_ids=tokens, attention_mask=mask, position_ids=positions, cache=cache,
@@ -173,27 +203,50 @@ def sample_uniform(keys: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
     return (_shr(row, 11).double() + 0.5) * (1.0 / (1 << 53))
 
 
+DRAW_BLOCK = 256  # tokens per block of the two-level inverse CDF in `draw_from`
+
+
 def draw_from(scores: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     """(B,) tokens drawn from softmax(scores) by inverting its CDF at `uniform` (B,); -inf scores are never drawn.
 
     One uniform per row instead of Gumbel noise over the whole vocabulary: hashing B x V integers every step cost
-    more than the model's forward on a CPU (56% of a sampled step of the "small" preset at batch 16)."""
-    cdf = (scores - scores.max(-1, keepdim=True).values).exp_().cumsum_(-1)  # unnormalised; in place: (B, V) float64
-    # temporaries are large enough that every fresh allocation costs page faults
-    target = (uniform.to(cdf.dtype) * cdf[:, -1])[:, None]
-    return torch.searchsorted(cdf, target, right=True)[:, 0].clamp(max=scores.shape[-1] - 1)
+    more than the model's forward on a CPU (56% of a sampled step of the "small" preset at batch 16). The CDF is
+    inverted in two levels: float32 weights exp(s - max) (each within an ulp of exact), their sums in float64 per
+    block of DRAW_BLOCK tokens, the block holding the uniform's share of the total mass, then the token within that
+    block (float64 cumulative sums of 256 weights). A float64 cumulative sum over the whole vocabulary, as before,
+    cost 4x as much (benchmarks/RESULTS.md) for no better draws: the same tokens up to float rounding of the mass."""
+    rows, vocab = scores.shape
+    weights = (scores - scores.amax(-1, keepdim=True)).exp_()  # (B, V) float32; 0 where -inf
+    blocks = -(-vocab // DRAW_BLOCK)
+    padded = torch.nn.functional.pad(weights, (0, blocks * DRAW_BLOCK - vocab)).view(rows, blocks, DRAW_BLOCK)
+    mass = padded.sum(-1).double()  # (B, blocks): float32 sums of 256 weights, then float64
+    cdf = mass.cumsum(-1)
+    target = uniform.to(cdf.dtype) * cdf[:, -1]
+    # The block whose mass holds the target; rounding may put the target at the very end: then the last block
+    # with any mass (and below, its last token with any weight), never a token of weight 0.
+    block = torch.searchsorted(cdf, target[:, None], right=True)[:, 0].minimum(_last_true(mass > 0))
+    before = torch.where(block > 0, cdf.gather(1, (block - 1).clamp(min=0)[:, None])[:, 0], 0.0)
+    inner = padded[torch.arange(rows, device=scores.device), block].double()  # (B, DRAW_BLOCK)
+    last_token = _last_true(inner > 0)
+    token = torch.searchsorted(inner.cumsum_(-1), (target - before)[:, None], right=True)[:, 0]
+    return block * DRAW_BLOCK + token.minimum(last_token)
+
+
+def _last_true(flags: torch.Tensor) -> torch.Tensor:
+    """(B,) index of the last True of each row of flags (B, N); 0 when none."""
+    return (flags * torch.arange(flags.shape[1], device=flags.device)).amax(-1)
 
 
 def next_tokens(logits: torch.Tensor, sampling: Sampling, keys: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
     """(B,) next tokens: argmax, or a draw from softmax(logits / T) (within top-k/top-p) at the row's uniform."""
     if sampling.greedy:
         return logits.argmax(-1)
-    scores = logits.double().div_(sampling.temperature)
+    scores = logits.float() / sampling.temperature
     if sampling.top_k and sampling.top_k < scores.shape[-1]:
         kth = scores.topk(sampling.top_k, dim=-1).values[:, -1:]
         scores = scores.masked_fill(scores < kth, float("-inf"))
     if sampling.top_p < 1.0:  # nucleus: drop the tokens beyond the smallest set holding top_p of the mass
-        ordered, order = scores.sort(dim=-1, descending=True)
+        ordered, order = scores.double().sort(dim=-1, descending=True)
         mass_before = ordered.softmax(-1).cumsum(-1) - ordered.softmax(-1)
         drop = torch.zeros_like(scores, dtype=torch.bool).scatter(-1, order, mass_before >= sampling.top_p)
         scores = scores.masked_fill(drop, float("-inf"))
@@ -350,7 +403,10 @@ def _sampled(model: torch.nn.Module, prompts: list[list[int]], max_new_tokens: i
     width = max(len(p) for p in prompts)
     ids, valid, positions = left_pad(prompts, width + max_new_tokens, pad_token_id, device)
     cache = StaticKVCache.for_model(model, len(prompts), width + max_new_tokens)
-    logits = forward_logits(model, ids, positions, torch.arange(width, device=device), valid, cache)
+    if device.type == "cpu":
+        logits = model.get_output_embeddings()(prefill_each(model, prompts, cache, width)).float()
+    else:
+        logits = forward_logits(model, ids, positions, torch.arange(width, device=device), valid[:, :width], cache)
     keys = torch.cat([sample_keys(sampling.seed, p, i) for p, i in zip(prompts, per_prompt)]).to(device)
     if any(c != 1 for c in counts):  # share the prefill: copy each prompt's cache row for its samples
         rows = torch.arange(len(prompts), device=device).repeat_interleave(torch.tensor(counts, device=device))
@@ -371,7 +427,8 @@ def _sampled(model: torch.nn.Module, prompts: list[list[int]], max_new_tokens: i
             token, position = token[index], position[index]
             live = [live[r] for r in keep]
         column = torch.tensor([width + step], device=device)
-        token = step_fn(model, token[:, None], position, column, valid, cache, sampling, keys,
+        seen = valid if compiled else valid[:, : width + step + 1]  # eager: attend over the columns written so far
+        token = step_fn(model, token[:, None], position, column, seen, cache, sampling, keys,
                         torch.tensor(step + 1, device=device))
         position = position + 1
     starts = [sum(counts[:p]) for p in range(len(prompts))]
@@ -405,7 +462,7 @@ def _greedy_with_head(model: torch.nn.Module, head: CertifiedGreedyHead, prompts
     checked = False  # whether the compiled step has run with its guards on this batch's tensors and shapes
     out: list[list[int]] = [[] for _ in prompts]
     live = list(range(len(out)))
-    token = head.argmax(forward_hidden(model, ids, positions, torch.arange(width, device=device), valid, cache))
+    token = head.argmax(prefill_each(model, prompts, cache, width))  # the head applies to CPU models only
     position = positions[:, -1:] + 1
     for step in range(max_new_tokens):
         keep = _record(token.tolist(), live, out, eos_token_ids, stop, on_token)
@@ -417,8 +474,9 @@ def _greedy_with_head(model: torch.nn.Module, head: CertifiedGreedyHead, prompts
             live = [live[r] for r in keep]
             checked = False
         column = torch.tensor([width + step], device=device)
+        seen = valid if compiled else valid[:, : width + step + 1]
         with skipping_guards(compiled and checked):
-            hidden = step_fn(model, token[:, None], position, column, valid, cache)
+            hidden = step_fn(model, token[:, None], position, column, seen, cache)
         checked = True
         token = head.argmax(hidden)
         position = position + 1

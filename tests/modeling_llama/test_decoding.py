@@ -180,3 +180,44 @@ def test_per_prompt_sample_lists_equal_the_same_samples_drawn_by_count():
     assert got == [[full[0][2]], full[1][:2]]
     with pytest.raises(ValueError, match="one non-empty list"):
         generate_tokens(model, batch, 8, sampling, num_samples=[[0]])
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2], ids=["mha", "gqa"])
+def test_prefill_each_fills_the_cache_as_the_padded_batch_does(kv_heads):
+    """Prompts run one by one (CPU prefill) leave the same keys/values and last hidden states as one left-padded
+    batch through the masked path, within float rounding."""
+    from modeling_llama.decoding import StaticKVCache, forward_hidden, left_pad, prefill_each
+
+    model = tiny(kv_heads)
+    batch = prompts((11, 7, 3))
+    width, length = 11, 16
+    ids, valid, positions = left_pad(batch, length, 0, torch.device("cpu"))
+    padded, each = StaticKVCache.for_model(model, 3, length), StaticKVCache.for_model(model, 3, length)
+    with torch.no_grad():
+        expected = forward_hidden(model, ids, positions, torch.arange(width), valid[:, :width], padded)
+        got = prefill_each(model, batch, each, width)
+    assert torch.allclose(got, expected, atol=1e-5, rtol=0)
+    for a, b in zip(padded.keys + padded.values, each.keys + each.values):
+        real = valid[:, None, :width, None].expand_as(a[:, :, :width])  # pad columns hold nothing in `each`
+        assert torch.allclose(a[:, :, :width][real], b[:, :, :width][real], atol=1e-5, rtol=0)
+        assert not b[:, :, :width][~real].any() and not b[:, :, width:].any()
+
+
+def test_draws_never_pick_a_token_of_zero_weight_whatever_the_uniform():
+    """Two-level inverse CDF: a vocabulary that is not a multiple of the block (padding weights 0), tokens masked to
+    -inf, and uniforms at both ends of (0, 1): only tokens with weight are drawn, and each uniform's token is the
+    one a float64 CDF over the whole row gives."""
+    from modeling_llama.decoding import DRAW_BLOCK, draw_from
+
+    vocab = 3 * DRAW_BLOCK + 17
+    scores = torch.randn(6, vocab, generator=torch.Generator().manual_seed(0))
+    scores[:, 700:] = float("-inf")  # the last block and the padding have no mass
+    scores[1, :] = float("-inf")
+    scores[1, 5] = 0.0  # one token with all the mass
+    uniform = torch.tensor([1e-16, 0.25, 0.5, 0.999, 1 - 2**-53, 0.75], dtype=torch.float64)
+    drawn = draw_from(scores, uniform)
+    assert bool((drawn < 700).all()) and drawn[1] == 5
+    exact = torch.searchsorted((scores.double() - scores.double().amax(-1, keepdim=True)).exp().cumsum(-1),
+                               (uniform * (scores.double() - scores.double().amax(-1, keepdim=True)).exp().sum(-1))
+                               [:, None], right=True)[:, 0].clamp(max=699)
+    assert torch.equal(drawn, exact)
