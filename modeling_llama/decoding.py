@@ -218,7 +218,9 @@ def draw_from(scores: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     rows, vocab = scores.shape
     weights = (scores - scores.amax(-1, keepdim=True)).exp_()  # (B, V) float32; 0 where -inf
     blocks = -(-vocab // DRAW_BLOCK)
-    padded = torch.nn.functional.pad(weights, (0, blocks * DRAW_BLOCK - vocab)).view(rows, blocks, DRAW_BLOCK)
+    if vocab % DRAW_BLOCK:  # zero weights fill the last block
+        weights = torch.nn.functional.pad(weights, (0, blocks * DRAW_BLOCK - vocab))
+    padded = weights.view(rows, blocks, DRAW_BLOCK)
     mass = padded.sum(-1).double()  # (B, blocks): float32 sums of 256 weights, then float64
     cdf = mass.cumsum(-1)
     target = uniform.to(cdf.dtype) * cdf[:, -1]

@@ -81,13 +81,15 @@ def packed_weight(module: torch.nn.Linear) -> PackedWeight:
 
 
 def _forward(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """nn.Linear.forward, through oneDNN where `use_onednn` says so and autograd is off."""
+    """nn.Linear.forward, through oneDNN where `use_onednn` says so and autograd is off (the weight passed
+    `applies_to` when the block began; only what can change per call is checked here)."""
     weight, bias = module.weight, module.bias
-    usable = (not torch.is_grad_enabled() and x.dtype == torch.float32 and x.device.type == "cpu"
-              and applies_to(weight) and (bias is None or bias.dtype == torch.float32))
-    if usable and x.dim() >= 1 and use_onednn(x.numel() // max(1, x.shape[-1]), weight):
-        return packed_weight(module)(x, bias)
-    return F.linear(x, weight, bias)
+    if (torch.is_grad_enabled() or x.dtype != torch.float32 or weight.dtype != torch.float32
+            or x.device.type != "cpu" or weight.device.type != "cpu" or x.dim() == 0
+            or (bias is not None and bias.dtype != torch.float32)
+            or not use_onednn(x.numel() // max(1, x.shape[-1]), weight)):
+        return F.linear(x, weight, bias)
+    return packed_weight(module)(x, bias)
 
 
 def _available_bytes() -> int | None:
