@@ -1,14 +1,14 @@
 """Linear layers through oneDNN's pre-packed float32 weights, for inference on a CPU; applied from outside the model.
 
-Why: `F.linear` on a CPU calls MKL's sgemm, which repacks the weight on every call. That costs little for a large
-batch of rows, but a product of a few rows with a large weight (decode steps, the vocabulary projection of a few
-continuation tokens) reads the weight at 5-7 GB/s on this project's CPU (AMD Zen 4). oneDNN's linear on the weight
+Why: `F.linear` on a CPU calls MKL's sgemm. For a product of a few rows with a large weight (decode steps, the
+vocabulary projection of a few continuation tokens) it reads the weight at 5-7 GB/s on this project's CPU (AMD
+Zen 4), and for many rows it reached ~70 GFLOPS at 1 thread. oneDNN's linear on the weight
 reordered once into its blocked layout (`torch.ops.mkldnn._reorder_linear_weight`, what inductor's CPU freezing
 uses) ran, as F.linear time / oneDNN time at 1 thread (benchmarks/RESULTS.md, 2026-12-08):
 
-    weight (out x in)   rows: 1     8     64    1024
+    weight (out x in)   rows: 1     8     64    512-1024
     32000 x 256         1.51  2.38  2.10  1.17      (the `small` preset's vocabulary projection)
-    2048 x 5632         0.75  1.49  1.56  1.26      (the `1B` preset's MLP)
+    5632 x 2048         0.75  1.49  1.56  1.26      (the `1B` preset's MLP up-projection)
     256 x 256           0.37  0.77  0.99  1.08      (the `small` preset's attention projections)
 
 so `use_onednn` sends a product to oneDNN where it measured faster: vocabulary-sized heads at any row count, large
