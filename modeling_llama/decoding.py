@@ -32,6 +32,7 @@ import torch
 
 from .greedy_head import CertifiedGreedyHead, greedy_head_for
 from .packed_linear import packed_linears
+from .shared_prefix import SHARED_PREFIX_ATTENTION, SharedPrefixCache, attention_implementation
 
 # Attention implementations that accept an explicit (B, 1, T, L) mask: bool for sdpa, additive float for eager.
 MASKED_ATTENTION = ("sdpa", "eager")
@@ -395,46 +396,73 @@ def generate_tokens(model: torch.nn.Module, prompts: list[list[int]], max_new_to
                         compiled, on_token)
 
 
+# Eager sampled decoding on a CPU keeps a prompt's keys/values once for all its samples (shared_prefix.py).
+SHARE_PROMPT_CACHE = True
+
+
 def _sampled(model: torch.nn.Module, prompts: list[list[int]], max_new_tokens: int, sampling: Sampling,
              per_prompt: list[list[int]], pad_token_id: int, eos_token_ids: tuple[int, ...],
              stop: Callable[[list[int]], bool] | None, compiled: bool,
              on_token: Callable[[list[int]], None] | None) -> list[list[list[int]]]:
-    """generate_tokens' loop over full logits (sampling, or greedy without the certified head)."""
+    """generate_tokens' loop over full logits (sampling, or greedy without the certified head).
+
+    Eager sampling on a CPU keeps each prompt's keys/values once for all its samples (shared_prefix.py); otherwise
+    the prompt's cache row is copied for each sample."""
     counts = [len(i) for i in per_prompt]
     device = next(model.parameters()).device
     width = max(len(p) for p in prompts)
+    shared = SHARE_PROMPT_CACHE and not compiled and device.type == "cpu" and not sampling.greedy
     ids, valid, positions = left_pad(prompts, width + max_new_tokens, pad_token_id, device)
-    cache = StaticKVCache.for_model(model, len(prompts), width + max_new_tokens)
+    cache = StaticKVCache.for_model(model, len(prompts), width if shared else width + max_new_tokens)
     if device.type == "cpu":
         logits = model.get_output_embeddings()(prefill_each(model, prompts, cache, width)).float()
     else:
         logits = forward_logits(model, ids, positions, torch.arange(width, device=device), valid[:, :width], cache)
     keys = torch.cat([sample_keys(sampling.seed, p, i) for p, i in zip(prompts, per_prompt)]).to(device)
-    if any(c != 1 for c in counts):  # share the prefill: copy each prompt's cache row for its samples
-        rows = torch.arange(len(prompts), device=device).repeat_interleave(torch.tensor(counts, device=device))
-        cache, valid, logits = cache.select_rows(rows), valid[rows], logits[rows]
-        positions = positions[rows]
+    rows = torch.arange(len(prompts), device=device).repeat_interleave(torch.tensor(counts, device=device))
+    if shared:
+        cache = SharedPrefixCache.from_prefill(cache.keys, cache.values, valid[:, :width], rows.tolist(),
+                                               max_new_tokens)
+        logits, positions = logits[rows], positions[rows]
+    elif any(c != 1 for c in counts):  # one prefill: each prompt's cache row copied for its samples
+        cache, valid, logits, positions = cache.select_rows(rows), valid[rows], logits[rows], positions[rows]
     step_fn = compiled_decode_step() if compiled else decode_step
     out: list[list[int]] = [[] for _ in range(sum(counts))]
     live = list(range(len(out)))  # output index of each batch row
     token = next_tokens(logits, sampling, keys, torch.tensor(0, device=device))
     position = positions[:, -1:] + 1
-    for step in range(max_new_tokens):
-        keep = _record(token.tolist(), live, out, eos_token_ids, stop, on_token)
-        if not keep or step == max_new_tokens - 1:
-            break
-        if len(keep) < len(live):  # drop finished rows: later steps cost only what is still decoding
-            index = torch.tensor(keep, device=device)
-            cache, valid, keys = cache.select_rows(index), valid[index], keys[index]
-            token, position = token[index], position[index]
-            live = [live[r] for r in keep]
-        column = torch.tensor([width + step], device=device)
-        seen = valid if compiled else valid[:, : width + step + 1]  # eager: attend over the columns written so far
-        token = step_fn(model, token[:, None], position, column, seen, cache, sampling, keys,
-                        torch.tensor(step + 1, device=device))
-        position = position + 1
+    with attention_implementation(model, SHARED_PREFIX_ATTENTION) if shared else contextlib.nullcontext():
+        for step in range(max_new_tokens):
+            keep = _record(token.tolist(), live, out, eos_token_ids, stop, on_token)
+            if not keep or step == max_new_tokens - 1:
+                break
+            if len(keep) < len(live):  # drop finished rows: later steps cost only what is still decoding
+                index = torch.tensor(keep, device=device)
+                if shared:
+                    cache = cache.select_rows(keep)
+                else:
+                    cache, valid = cache.select_rows(index), valid[index]
+                keys, token, position = keys[index], token[index], position[index]
+                live = [live[r] for r in keep]
+            count = torch.tensor(step + 1, device=device)
+            if shared:
+                cache.step = step
+                token = _shared_step(model, token[:, None], position, cache, sampling, keys, count)
+            else:
+                column = torch.tensor([width + step], device=device)
+                seen = valid if compiled else valid[:, : width + step + 1]  # eager: the columns written so far
+                token = step_fn(model, token[:, None], position, column, seen, cache, sampling, keys, count)
+            position = position + 1
     starts = [sum(counts[:p]) for p in range(len(prompts))]
     return [out[start:start + count] for start, count in zip(starts, counts)]
+
+
+def _shared_step(model: torch.nn.Module, tokens: torch.Tensor, positions: torch.Tensor, cache: SharedPrefixCache,
+                 sampling: Sampling, keys: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """`decode_step` over a SharedPrefixCache (its attention function switched on by the caller)."""
+    out = model(input_ids=tokens, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1,
+                shared_prefix=cache)
+    return next_tokens(out.logits[:, -1].float(), sampling, keys, step)
 
 
 def _record(new: list[int], live: list[int], out: list[list[int]], eos_token_ids: tuple[int, ...],
