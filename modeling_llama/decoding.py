@@ -9,12 +9,15 @@ exact recompute of the few contenders give the f32 argmax).
 
 Three things the evaluation suite needs on top of that:
 - a left-padded batch of prompts (rows sorted by length by the caller) decoded together;
-- k samples of one prompt (pass@k, maj1@k) sharing one prefill: the prompt's keys/values are computed once and the
-  cache rows are copied k times;
+- k samples of one prompt (pass@k, maj1@k) sharing one prefill: the prompt's keys/values are computed once; eager
+  sampling on a CPU keeps them once for all k samples (shared_prefix.py), otherwise the cache rows are copied k times;
 - sampling that does not depend on the batch: sample i of a prompt is drawn by inverting the softmax's CDF at a
   uniform that is a pure function of (seed, prompt tokens, i, step), computed by integer hashing (`sample_uniform`),
   not by a stateful RNG.
   Decoding sample i alone, or among other prompts and samples, gives the same tokens.
+
+On a CPU, eager decoding also multiplies through oneDNN's pre-packed weights (packed_linear.py), prefills each prompt
+on its own (`prefill_each`) and attends over the cache columns written so far (`StaticKVCache.visible`).
 
 The model code knows nothing of this: any causal LM whose forward accepts `cache`, `position_ids`, a 4D
 `attention_mask` and `logits_to_keep` works (ours and transformers' Llama); `supports_fast_decoding` says which.
