@@ -3,12 +3,13 @@
 lm-eval scores every (context, continuation) pair as its own sequence `(ctx + cont)[-(L+1):][:-1]` and takes the
 log-softmax of the last len(cont) positions. The result depends only on those tokens, so we split each input into
 a *prefix* (everything before the last len(cont) inputs; identical for all choices of a document) and a *step*
-(the last len(cont) inputs). Prefixes are run once per batch of documents with the KV cache on and no logits kept
-(`logits_to_keep=1`); the cache rows are then repeated per choice and the steps run on top of it, right-padded,
-with a 2-D attention mask that hides the prefix padding. Only the continuation positions reach the vocabulary
-projection (when the model's logits are its output embedding applied to the base model's last hidden state, which
-is checked on a tiny input; otherwise the step positions), and the log-softmax is in float32. Identical requests
-are scored once.
+(the last len(cont) inputs). Prefixes are run once per batch of documents with the KV cache on and no logits (the
+base model alone, or `logits_to_keep=1`); the cache rows are then repeated per choice and the steps run on top of
+it, right-padded, with a 2-D attention mask that hides the prefix padding. Only the continuation positions reach the
+vocabulary projection (when the model's logits are its output embedding applied to the base model's last hidden
+state, which is checked on a tiny input; otherwise the step positions), 128 at a time on a CPU, and the log-softmax
+is in float32. Identical requests are scored once. On a CPU the model's linear layers multiply through oneDNN's
+pre-packed weights for the duration of a batch (modeling_llama/packed_linear.py).
 """
 
 from __future__ import annotations

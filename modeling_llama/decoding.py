@@ -415,20 +415,9 @@ def _sampled(model: torch.nn.Module, prompts: list[list[int]], max_new_tokens: i
     device = next(model.parameters()).device
     width = max(len(p) for p in prompts)
     shared = SHARE_PROMPT_CACHE and not compiled and device.type == "cpu" and not sampling.greedy
-    ids, valid, positions = left_pad(prompts, width + max_new_tokens, pad_token_id, device)
-    cache = StaticKVCache.for_model(model, len(prompts), width if shared else width + max_new_tokens)
-    if device.type == "cpu":
-        logits = model.get_output_embeddings()(prefill_each(model, prompts, cache, width)).float()
-    else:
-        logits = forward_logits(model, ids, positions, torch.arange(width, device=device), valid[:, :width], cache)
+    cache, valid, logits, positions = _prefill_rows(model, prompts, counts, width, max_new_tokens, pad_token_id,
+                                                    shared)
     keys = torch.cat([sample_keys(sampling.seed, p, i) for p, i in zip(prompts, per_prompt)]).to(device)
-    rows = torch.arange(len(prompts), device=device).repeat_interleave(torch.tensor(counts, device=device))
-    if shared:
-        cache = SharedPrefixCache.from_prefill(cache.keys, cache.values, valid[:, :width], rows.tolist(),
-                                               max_new_tokens)
-        logits, positions = logits[rows], positions[rows]
-    elif any(c != 1 for c in counts):  # one prefill: each prompt's cache row copied for its samples
-        cache, valid, logits, positions = cache.select_rows(rows), valid[rows], logits[rows], positions[rows]
     step_fn = compiled_decode_step() if compiled else decode_step
     out: list[list[int]] = [[] for _ in range(sum(counts))]
     live = list(range(len(out)))  # output index of each batch row
@@ -458,6 +447,27 @@ def _sampled(model: torch.nn.Module, prompts: list[list[int]], max_new_tokens: i
             position = position + 1
     starts = [sum(counts[:p]) for p in range(len(prompts))]
     return [out[start:start + count] for start, count in zip(starts, counts)]
+
+
+def _prefill_rows(model: torch.nn.Module, prompts: list[list[int]], counts: list[int], width: int,
+                  max_new_tokens: int, pad_token_id: int, shared: bool):
+    """(cache, valid (rows, L), logits (rows, V), positions (rows, width)) after one prefill per prompt, laid out with
+    `counts[p]` rows for prompt p: a SharedPrefixCache when `shared`, else the prompt's cache row copied per row."""
+    device = next(model.parameters()).device
+    ids, valid, positions = left_pad(prompts, width + max_new_tokens, pad_token_id, device)
+    cache = StaticKVCache.for_model(model, len(prompts), width if shared else width + max_new_tokens)
+    if device.type == "cpu":
+        logits = model.get_output_embeddings()(prefill_each(model, prompts, cache, width)).float()
+    else:
+        logits = forward_logits(model, ids, positions, torch.arange(width, device=device), valid[:, :width], cache)
+    rows = torch.arange(len(prompts), device=device).repeat_interleave(torch.tensor(counts, device=device))
+    if shared:
+        cache = SharedPrefixCache.from_prefill(cache.keys, cache.values, valid[:, :width], rows.tolist(),
+                                               max_new_tokens)
+        return cache, valid, logits[rows], positions[rows]
+    if any(c != 1 for c in counts):
+        return cache.select_rows(rows), valid[rows], logits[rows], positions[rows]
+    return cache, valid, logits, positions
 
 
 def _shared_step(model: torch.nn.Module, tokens: torch.Tensor, positions: torch.Tensor, cache: SharedPrefixCache,
