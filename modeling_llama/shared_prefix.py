@@ -41,7 +41,7 @@ class SharedPrefixCache:
                  own_values: list[torch.Tensor]):
         if any(b < a for a, b in zip(row_prompt, row_prompt[1:])):
             raise ValueError("SharedPrefixCache needs the rows grouped by prompt (row_prompt non-decreasing).")
-        self.prefix_keys, self.prefix_values = prefix_keys, prefix_values
+        self.prefix_keys, self.prefix_values, self.prefix_valid = prefix_keys, prefix_values, prefix_valid
         self.prefix_bias = torch.zeros(prefix_valid.shape, dtype=prefix_keys[0].dtype,
                                        device=prefix_valid.device).masked_fill(~prefix_valid, float("-inf"))
         self.row_prompt = row_prompt
@@ -76,7 +76,7 @@ class SharedPrefixCache:
     def select_rows(self, index: list[int]) -> "SharedPrefixCache":
         """The rows `index` (still grouped by prompt): the rows still decoding. The prompt part is kept as is."""
         rows = torch.tensor(index, device=self.own_keys[0].device)
-        kept = SharedPrefixCache(self.prefix_keys, self.prefix_values, self.prefix_bias == 0,
+        kept = SharedPrefixCache(self.prefix_keys, self.prefix_values, self.prefix_valid,
                                  [self.row_prompt[i] for i in index],
                                  [k.index_select(0, rows) for k in self.own_keys],
                                  [v.index_select(0, rows) for v in self.own_values])
