@@ -119,7 +119,10 @@ AttentionInterface.register(SHARED_PREFIX_ATTENTION, shared_prefix_attention)
 
 @contextlib.contextmanager
 def attention_implementation(model: torch.nn.Module, name: str) -> Iterator[None]:
-    """Within the block, the model's attention modules use the registered attention function `name`."""
+    """Within the block, the model's attention modules use the registered attention function `name`.
+
+    It sets `model.config._attn_implementation` (as `set_attn_implementation` does) and restores it after: another
+    thread calling the same model meanwhile would see the switch, so decode with one model per thread."""
     config = model.config
     previous = config._attn_implementation
     config._attn_implementation = name
