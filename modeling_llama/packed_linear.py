@@ -18,7 +18,8 @@ outputs agree with F.linear within float rounding (~1e-7 relative), as between a
 `packed_linears(model)` patches the forward of the model's plain float32 CPU `nn.Linear` layers for the duration of
 a block (eager inference only: with autograd on, or for any other layer, F.linear runs unchanged), so the model code
 knows nothing of it, and saving, training or compiling the model outside the block sees the model as it was. The
-packed copies double the weights' memory; they are made only when that fits in half the memory available.
+packed copies double the weights' memory and are kept for the next block; they are made only when that fits in half
+the memory available.
 """
 
 from __future__ import annotations
@@ -120,8 +121,11 @@ def packed_linears(model: torch.nn.Module, enabled: bool = True) -> Iterator[int
     many layers); outside it they are untouched. Does nothing when not `enabled`, when another forward is already
     in place, or when the packed copies would take more than half the memory available."""
     linears = packable_linears(model) if enabled else []
-    available = _available_bytes()
-    if linears and available is not None and sum(m.weight.numel() * 4 for m in linears) > available // 2:
+    # Copies made by an earlier block are kept (per layer, until the layer is freed): count only the missing ones,
+    # and ask the OS only when there are some (evaluation enters a block per batch).
+    missing = sum(m.weight.numel() * 4 for m in linears if m not in _PACKED or not _PACKED[m].is_current(m.weight))
+    available = _available_bytes() if missing else None
+    if available is not None and missing > available // 2:
         linears = []
     for m in linears:
         m.forward = functools.partial(_forward, m)

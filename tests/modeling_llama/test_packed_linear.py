@@ -92,6 +92,12 @@ def test_not_applied_when_the_copies_would_not_fit(monkeypatch):
     monkeypatch.setattr(packed_linear, "_available_bytes", lambda: 1000)
     with packed_linears(model) as n:
         assert n == 0 and not any("forward" in m.__dict__ for m in model.modules())
+    monkeypatch.undo()
+    with torch.no_grad(), packed_linears(model) as n:
+        model(torch.randint(0, 300, (2, 70)))  # packs every layer
+    monkeypatch.setattr(packed_linear, "_available_bytes", lambda: 1000)
+    with packed_linears(model) as again:  # the copies exist already: no memory needed, so the block applies
+        assert again == n == 15
 
 
 def test_eager_decoding_goes_through_it_and_draws_what_f_linear_draws(monkeypatch):
